@@ -15,9 +15,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-TEST_REQUIREMENTS = [
-    "pytest>=7", "ruff", "torchsde", "einops", "psutil", "scipy", "aiohttp", "kornia", "av", "requests", "pyyaml",
-]
+
+
+def test_requirements() -> list[str]:
+    """The ``test`` extra of pyproject.toml (the one list of what the suite needs)."""
+    import tomllib  # Python 3.11+, which the test suite needs
+
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        return list(tomllib.load(f)["project"]["optional-dependencies"]["test"])
 
 
 def _requirement_cls():
@@ -83,12 +88,14 @@ def pip_install(specs: list[str], *extra: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--test", action="store_true", help="also install test requirements and the core (editable)")
+    parser.add_argument(
+        "--test", action="store_true", help="also install test requirements and the core (editable)"
+    )
     args = parser.parse_args(argv)
 
     todo = torch_requirements() + missing(read_requirements(ROOT / "requirements.txt"))
     if args.test:
-        todo += missing(TEST_REQUIREMENTS)
+        todo += missing(test_requirements())
     if todo:
         pip_install(todo)
         print(f"[unlearnkit install] installed: {', '.join(todo)}")

@@ -27,14 +27,14 @@ from unlearnkit.compose.gate_model import ClassifierGate, GateNet  # noqa: E402
 from unlearnkit.compose.gate_training import GateTrainConfig, gate_accuracy, train_gate  # noqa: E402
 from unlearnkit.compose.gates import StaticGate  # noqa: E402
 from unlearnkit.compose.shards import Shard, ShardSet  # noqa: E402
-from unlearnkit.compose.tinyworld_gate import gate_data  # noqa: E402
 from unlearnkit.tinyworld import store  # noqa: E402
 from unlearnkit.tinyworld.data import caption, load_world, shard_names  # noqa: E402
 from unlearnkit.tinyworld.judges import judge_fid, predict  # noqa: E402
 from unlearnkit.tinyworld.models import build_scheduler  # noqa: E402
 from unlearnkit.tinyworld.pipeline import build_pipeline, pipeline_images  # noqa: E402
+from unlearnkit.tinyworld.stages import latents_of  # noqa: E402
 from unlearnkit.tinyworld.styles import NON_PLAIN, STYLES  # noqa: E402
-from unlearnkit.tinyworld.train import latents_of  # noqa: E402
+from unlearnkit.tinyworld.tasks.gate_data import gate_data  # noqa: E402
 
 log = logging.getLogger("bench.compose")
 ACP = build_scheduler("ddim").alphas_cumprod
@@ -58,7 +58,9 @@ def trained_gate(shard_set: str, vae, steps: int, out_dir: Path, te=None) -> Gat
     if te is None:
         return train_gate(shard_latents(shard_set, vae), str(path), cfg, family="tinyworld", overwrite=True)
     latents, contexts, null = gate_data(shard_set, te, vae)
-    return train_gate(latents, str(path), cfg, family="tinyworld", overwrite=True, contexts=contexts, null_context=null)
+    return train_gate(
+        latents, str(path), cfg, family="tinyworld", overwrite=True, contexts=contexts, null_context=null
+    )
 
 
 def sample(unet, te, vae, prompts, steps: int, seed: int = 0) -> tuple[torch.Tensor, float]:
@@ -83,8 +85,13 @@ def fid_8split(te, vae, judges, real, k: int, steps: int, gate_steps: int, out_d
                        ("naive", composed(shards, StaticGate(list(shards), [1] * len(shards))))]:
         img, _ = sample(unet, te, vae, prompts, steps)
         fid[name] = judge_fid(judges["digit"], img, real)
-    return {"fid_paragon": fid["paragon"], "fid_gated_8split": fid["gated"], "fid_naive_8split": fid["naive"],
-            "fid_ratio_8split": fid["gated"] / fid["paragon"], "fid_ratio_8split_naive": fid["naive"] / fid["paragon"]}
+    return {
+        "fid_paragon": fid["paragon"],
+        "fid_gated_8split": fid["gated"],
+        "fid_naive_8split": fid["naive"],
+        "fid_ratio_8split": fid["gated"] / fid["paragon"],
+        "fid_ratio_8split_naive": fid["naive"] / fid["paragon"],
+    }
 
 
 def forgetting(retrain_probe_steps: int) -> dict:
@@ -93,8 +100,17 @@ def forgetting(retrain_probe_steps: int) -> dict:
     from unlearnkit.tinyworld.trainers import train_unet
 
     shards = store.load_shards("split")
-    shard_set = ShardSet(tuple(Shard(n, u, source=str(store.unet_path(f"split/{n}")),
-                                     sha256=io.file_sha256(store.unet_path(f"split/{n}"))) for n, u in shards.items()))
+    shard_set = ShardSet(
+        tuple(
+            Shard(
+                n,
+                u,
+                source=str(store.unet_path(f"split/{n}")),
+                sha256=io.file_sha256(store.unet_path(f"split/{n}")),
+            )
+            for n, u in shards.items()
+        )
+    )
     t0 = time.perf_counter()
     rest, record = shard_set.forget("split3", reason="bench")
     composed({s.name: s.model for s in rest}, StaticGate(rest.names, rest.priors))
@@ -108,14 +124,28 @@ def forgetting(retrain_probe_steps: int) -> dict:
     def seconds_per_step(batch: int) -> float:
         unet = store.load_unet("base")
         t0 = time.perf_counter()
-        train_unet(unet, latents_of(vae, data.images), data, text_states, retrain_probe_steps, 0, "retrain probe", batch=batch)
+        train_unet(
+            unet,
+            latents_of(vae, data.images),
+            data,
+            text_states,
+            retrain_probe_steps,
+            0,
+            "retrain probe",
+            batch=batch,
+        )
         return (time.perf_counter() - t0) / retrain_probe_steps
 
     retrain_paragon = seconds_per_step(64) * cfg["paragon"]
     retrain_shard = seconds_per_step(cfg.get("shard_batch", 64)) * cfg["split"]
-    return {"forget_seconds": forget_seconds, "retrain_paragon_seconds": retrain_paragon,
-            "forget_ratio": retrain_paragon / forget_seconds, "retrain_shard_seconds": retrain_shard,
-            "retrain_paragon_over_shard": retrain_paragon / retrain_shard, "forget_record": json.loads(record.to_json())}
+    return {
+        "forget_seconds": forget_seconds,
+        "retrain_paragon_seconds": retrain_paragon,
+        "forget_ratio": retrain_paragon / forget_seconds,
+        "retrain_shard_seconds": retrain_shard,
+        "retrain_paragon_over_shard": retrain_paragon / retrain_shard,
+        "forget_record": json.loads(record.to_json()),
+    }
 
 
 def attribution_and_forgetting(te, vae, judges, k: int, steps: int, gate_steps: int, out_dir: Path) -> dict:
@@ -145,8 +175,12 @@ def attribution_and_forgetting(te, vae, judges, k: int, steps: int, gate_steps: 
         # forget "bold": its logit is masked, its shard is never loaded again; prompt for bold before/after
         prompts, _ = styled_prompts(k, ("bold",))
         bold = STYLES.index("bold")
-        img, _ = sample(composed(shards, ClassifierGate(net, list(shards), [1] * len(shards))), te, vae, prompts, steps)
-        out[f"bold_rate_before_forgetting{suffix}"] = float((predict(judges["style"], img) == bold).float().mean())
+        img, _ = sample(
+            composed(shards, ClassifierGate(net, list(shards), [1] * len(shards))), te, vae, prompts, steps
+        )
+        out[f"bold_rate_before_forgetting{suffix}"] = float(
+            (predict(judges["style"], img) == bold).float().mean()
+        )
         rest, _ = ShardSet(tuple(Shard(n, u) for n, u in shards.items())).forget("bold")
         unet = composed({s.name: s.model for s in rest}, ClassifierGate(net, rest.names, rest.priors))
         img, _ = sample(unet, te, vae, prompts, steps)
@@ -162,7 +196,12 @@ def speed(te, vae, judges, real, k: int, steps: int, gate_steps: int, out_dir: P
     prompts, _ = styled_prompts(k)
 
     def variant(**kw):
-        return composed(shards, ClassifierGate(net, list(shards), [1] * 4), generator=torch.Generator().manual_seed(0), **kw)
+        return composed(
+            shards,
+            ClassifierGate(net, list(shards), [1] * 4),
+            generator=torch.Generator().manual_seed(0),
+            **kw,
+        )
 
     variants = {
         "one_model": lambda: one,
@@ -189,7 +228,11 @@ def speed(te, vae, judges, real, k: int, steps: int, gate_steps: int, out_dir: P
     out.update({f"fid_{n}": fid[n] for n in variants})
     out.update({f"fid_vs_full_{n}": fid[n] / fid["full"] for n in variants if n not in ("one_model", "full")})
     out.update({f"shard_evals_per_sample_step_{n}": c for n, c in costs.items()})
-    best = min((n for n in variants if n.startswith("prune") and fid[n] <= 1.02 * fid["full"]), key=lambda n: med[n], default=None)
+    best = min(
+        (n for n in variants if n.startswith("prune") and fid[n] <= 1.02 * fid["full"]),
+        key=lambda n: med[n],
+        default=None,
+    )
     out["speed_ratio_4"] = med[best] / med["one_model"] if best else None
     out["speed_ratio_4_variant"] = best
     # gate overhead: one gate call vs one UNet call on the same CFG batch
@@ -210,12 +253,15 @@ def speed(te, vae, judges, real, k: int, steps: int, gate_steps: int, out_dir: P
 
 
 def adding_a_shard(vae, gate_steps: int, out_dir: Path) -> dict:
-    """Continual learning: a 4th style joins a 3-style gate — warm start vs from scratch, same short budget."""
+    """Continual learning: a 4th style joins a 3-style gate — warm start vs from scratch, same short
+    budget."""
     lat = shard_latents("style", vae)
     world = load_world()
     held = {n: latents_of(vae, world.rendered(world.held_out, n).images)[0] for n in lat}
     three = {n: lat[n] for n in list(lat)[:3]}
-    old = train_gate(three, str(out_dir / "gate_3.safetensors"), GateTrainConfig(steps=gate_steps), overwrite=True)
+    old = train_gate(
+        three, str(out_dir / "gate_3.safetensors"), GateTrainConfig(steps=gate_steps), overwrite=True
+    )
     short = GateTrainConfig(steps=max(20, gate_steps // 10), seed=1)
     warm = train_gate(lat, str(out_dir / "gate_4w.safetensors"), short, init=old, overwrite=True)
     cold = train_gate(lat, str(out_dir / "gate_4c.safetensors"), short, overwrite=True)
@@ -244,8 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in [
         ("fid", lambda: fid_8split(te, vae, judges, real, args.k, args.steps, args.gate_steps, out_dir)),
         ("forget", lambda: forgetting(20)),
-        ("attribution", lambda: attribution_and_forgetting(te, vae, judges, args.k, args.steps, args.gate_steps, out_dir)),
-        ("speed", lambda: speed(te, vae, judges, real, args.k, args.steps, args.gate_steps, out_dir, args.repeats)),
+        (
+            "attribution",
+            lambda: attribution_and_forgetting(te, vae, judges, args.k, args.steps, args.gate_steps, out_dir),
+        ),
+        (
+            "speed",
+            lambda: speed(te, vae, judges, real, args.k, args.steps, args.gate_steps, out_dir, args.repeats),
+        ),
         ("add", lambda: adding_a_shard(vae, args.gate_steps, out_dir)),
     ]:
         t0 = time.perf_counter()

@@ -27,37 +27,52 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 from unlearnkit.erase.advunlearn import EraseConfig, train_erased_encoder  # noqa: E402
-from unlearnkit.erase.components import load_components  # noqa: E402
 from unlearnkit.erase.denoise import Denoiser, SamplerConfig  # noqa: E402
-from unlearnkit.erase.measure import AttackSpec, ConceptJudge, Scorer, attack_report  # noqa: E402
+from unlearnkit.erase.measure import AttackSpec, Scorer, attack_report  # noqa: E402
 from unlearnkit.erase.prompts import tokenize  # noqa: E402
-from unlearnkit.erase.utility import real_reference, retain_scores, retain_set  # noqa: E402
 from unlearnkit.tinyworld import store  # noqa: E402
 from unlearnkit.tinyworld.data import TEMPLATES, caption  # noqa: E402
 from unlearnkit.tinyworld.styles import STYLES  # noqa: E402
+from unlearnkit.tinyworld.tasks import Concept  # noqa: E402
+from unlearnkit.tinyworld.tasks.erase_models import tiny_components  # noqa: E402
+from unlearnkit.tinyworld.tasks.erase_retain import real_reference, retain_scores, retain_set  # noqa: E402
 
 log = logging.getLogger("bench.erase")
 MODES = {"esd": "none", "advunlearn": "pgd"}
 
 
-def prompt_sets(concept: ConceptJudge, n_retain: int, seed: int) -> tuple[str, list[str], list[str]]:
+def prompt_sets(concept: Concept, n_retain: int, seed: int) -> tuple[str, list[str], list[str]]:
     """(training concept prompt, evaluation prompts naming the concept, retain prompts).
 
     Retain prompts are drawn from every caption of the other classes except the template-0
-    captions that utility is measured on (see utility.retain_set), so training and measuring differ.
+    captions that utility is measured on (see erase_retain.retain_set), so training and measuring differ.
     """
     rng = random.Random(seed)
     measured = set(retain_set(concept).prompts)
     if concept.kind == "digit":
-        d = concept.label
+        d = concept.index
         train = caption(d, None, 0)
-        evals = [caption(d, None, t) for t in range(len(TEMPLATES))] + [caption(d, s, t) for t, s in enumerate(STYLES)]
-        pool = [caption(e, s, t) for e in range(10) if e != d for s in (None, *STYLES) for t in range(len(TEMPLATES))]
+        evals = [caption(d, None, t) for t in range(len(TEMPLATES))] + [
+            caption(d, s, t) for t, s in enumerate(STYLES)
+        ]
+        pool = [
+            caption(e, s, t)
+            for e in range(10)
+            if e != d
+            for s in (None, *STYLES)
+            for t in range(len(TEMPLATES))
+        ]
     else:
-        style = STYLES[concept.label]
+        style = STYLES[concept.index]
         train = f"a handwritten digit in {style} style"
         evals = [caption(d, style, d % len(TEMPLATES)) for d in range(10)]
-        pool = [caption(e, s, t) for e in range(10) for s in (None, *STYLES) if s != style for t in range(len(TEMPLATES))]
+        pool = [
+            caption(e, s, t)
+            for e in range(10)
+            for s in (None, *STYLES)
+            if s != style
+            for t in range(len(TEMPLATES))
+        ]
     pool = [p for p in pool if p not in measured]
     return train, evals, rng.sample(pool, min(n_retain, len(pool)))
 
@@ -65,27 +80,33 @@ def prompt_sets(concept: ConceptJudge, n_retain: int, seed: int) -> tuple[str, l
 def concept_rate(scorer: Scorer, encoder, prompts: list[str], seeds: range) -> float:
     ids = tokenize(scorer.tokenizer, prompts).repeat_interleave(len(seeds), 0)
     images = scorer.images(encoder, ids, [s for _ in prompts for s in seeds])
-    return float(scorer.concept.hits(scorer.judge, images).float().mean())
+    return float(scorer.detector(images).float().mean())
 
 
 def run_concept(comps, spec_str: str, args, judges: dict) -> dict:
-    concept = ConceptJudge.parse(spec_str)
+    concept = Concept.parse(spec_str)
     train_prompt, evals, retain = prompt_sets(concept, args.retain_prompts, args.seed)
     den = Denoiser(comps.unet, comps.scheduler, SamplerConfig(args.sample_steps, args.guidance))
-    scorer = Scorer(den, comps.vae, comps.tokenizer, concept, judges[concept.kind])
+    scorer = Scorer(den, comps.vae, comps.tokenizer, concept.detector(judges[concept.kind]))
     real = real_reference(concept)
     seeds = range(1000, 1000 + args.seeds)
     retain_seeds = range(2000, 2000 + args.retain_seeds)
-    before = retain_scores(comps.text_encoder, scorer, retain_seeds, judges, real)
-    out: dict = {"train_prompt": train_prompt, "eval_prompts": len(evals), "instances": len(evals) * len(seeds),
-                 "concept_rate_original": concept_rate(scorer, comps.text_encoder, evals, seeds),
-                 "retain_before": before}
-    spec = AttackSpec("prompt", "denoise_concept", args.attack_tokens, args.attack_steps, None, args.check_every)
+    before = retain_scores(comps.text_encoder, scorer, concept, retain_seeds, judges, real)
+    out: dict = {
+        "train_prompt": train_prompt,
+        "eval_prompts": len(evals),
+        "instances": len(evals) * len(seeds),
+        "concept_rate_original": concept_rate(scorer, comps.text_encoder, evals, seeds),
+        "retain_before": before,
+    }
+    spec = AttackSpec(
+        "prompt", "denoise_concept", args.attack_tokens, args.attack_steps, None, args.check_every
+    )
     soft = AttackSpec("soft", "denoise_concept", args.attack_tokens, args.attack_steps, args.soft_lr)
     for name, attack in MODES.items():
         cfg = EraseConfig(
             concept=(train_prompt,), retain=tuple(retain), attack=attack, iterations=args.iterations,
-            warmup=args.warmup, lr=args.lr, retain_weight=args.retain_weight, retain_batch=5,
+            warmup=args.warmup, lr=args.lr, retain_weight=args.retain_weight, retain_batch=args.retain_batch,
             attack_steps=args.inner_steps, attack_lr=args.inner_lr, sampler_steps=args.train_sampler_steps,
             guidance=3.0, bank_size=2, seed=args.seed,
         )
@@ -93,15 +114,19 @@ def run_concept(comps, spec_str: str, args, judges: dict) -> dict:
         encoder = train_erased_encoder(comps, cfg, progress=False).encoder
         out[f"train_seconds_{name}"] = round(time.perf_counter() - start, 1)
         report = attack_report(encoder, comps.text_encoder, scorer, evals, seeds, spec)
-        after = retain_scores(encoder, scorer, retain_seeds, judges, real)
+        after = retain_scores(encoder, scorer, concept, retain_seeds, judges, real)
         out[f"asr_{name}"] = round(report.asr, 4)
         out[f"pre_attack_rate_{name}"] = round(report.pre_attack_rate, 4)
         if args.soft_lr > 0:
-            out[f"asr_soft_{name}"] = round(attack_report(encoder, comps.text_encoder, scorer, evals, seeds, soft).asr, 4)
+            out[f"asr_soft_{name}"] = round(
+                attack_report(encoder, comps.text_encoder, scorer, evals, seeds, soft).asr, 4
+            )
         out[f"retain_acc_drop_{name}"] = round(before["acc"] - after["acc"], 4)
         out[f"judge_fid_ratio_{name}"] = round(after["judge_fid"] / before["judge_fid"], 4)
         out[f"retain_after_{name}"] = {k: round(v, 4) for k, v in after.items()}
-        out[f"attacked_prompts_{name}"] = [i.attacked_prompt for i in report.instances if i.success and i.attacked_prompt][:5]
+        out[f"attacked_prompts_{name}"] = [
+            i.attacked_prompt for i in report.instances if i.success and i.attacked_prompt
+        ][:5]
         log.info("%s %s: %s", spec_str, name, {k: v for k, v in out.items() if k.endswith(name)})
     out["retain_before"] = {k: round(v, 4) for k, v in before.items()}
     return out
@@ -120,7 +145,9 @@ def summarise(per: dict) -> dict:
         res["asr_soft"] = {name: mean([c[f"asr_soft_{name}"] for c in per.values()]) for name in MODES}
     for key in ("pre_attack_rate", "retain_acc_drop", "judge_fid_ratio"):
         res[key] = {name: mean([c[f"{key}_{name}"] for c in per.values()]) for name in MODES}
-    res["train_seconds"] = {name: round(sum(c[f"train_seconds_{name}"] for c in per.values()), 1) for name in MODES}
+    res["train_seconds"] = {
+        name: round(sum(c[f"train_seconds_{name}"] for c in per.values()), 1) for name in MODES
+    }
     return res
 
 
@@ -131,7 +158,8 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=120)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--retain-weight", type=float, default=3.0, help="γ (paper 0.3; the tiny world needs more)")
+    p.add_argument("--retain-weight", type=float, default=3.0, help="γ (paper 0.3; the tiny world: more)")
+    p.add_argument("--retain-batch", type=int, default=5)
     p.add_argument("--retain-prompts", type=int, default=60)
     p.add_argument("--inner-steps", type=int, default=10, help="AdvUnlearn's attack steps per iteration")
     p.add_argument("--inner-lr", type=float, default=1e-3)
@@ -150,10 +178,15 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(name)s: %(message)s")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     start = time.perf_counter()
-    comps = load_components(None, unet=args.unet)
+    comps = tiny_components(args.unet)
     judges = {"digit": store.load_judge("digit"), "style": store.load_judge("style")}
     per = {c: run_concept(comps, c, args, judges) for c in args.concepts.split(",")}
-    res = {**summarise(per), "concepts": per, "settings": dict(vars(args)), "bench_seconds": round(time.perf_counter() - start, 1)}
+    res = {
+        **summarise(per),
+        "concepts": per,
+        "settings": dict(vars(args)),
+        "bench_seconds": round(time.perf_counter() - start, 1),
+    }
     res["settings"].pop("json")
     if not args.json:
         for key, value in res.items():

@@ -18,7 +18,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 from unlearnkit import io  # noqa: E402
-from unlearnkit.erase import textencoder_io as te  # noqa: E402
+from unlearnkit.textencoders import loading as te  # noqa: E402
 
 SD1 = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
            vocab_size=49408, max_position_embeddings=77)

@@ -5,7 +5,8 @@ measures (gradient pass, layer choice and one-step update are the same algorithm
   * zero-shot search (CLIP use): CLIP zero-shot accuracy on public images. Reported: CLIP zero-shot on
     held-out real images against the class prompts (forgotten class vs the rest), and timed against GA.
   * generation search (SD use): images the tiny SD pipeline generates with the edited text encoder,
-    classified by the *unedited* CLIP (``unlearn.tiny_generation``). Reported: the tiny world's judges on
+    classified by the *unedited* CLIP (``tinyworld.tasks.slug_generation``). Reported: the tiny world's
+    judges on
     images generated with other noise and more steps (rate of the forgotten class among images prompted
     for it; accuracy on the other prompts). The zero-shot patch's generation numbers are reported too.
 Baselines train every text-tower parameter with Adam until the search set's forget metric reaches
@@ -36,6 +37,8 @@ from unlearnkit.tinyworld import store  # noqa: E402
 from unlearnkit.tinyworld.data import load_world  # noqa: E402
 from unlearnkit.tinyworld.judges import predict  # noqa: E402
 from unlearnkit.tinyworld.pipeline import build_pipeline, pipeline_images  # noqa: E402
+from unlearnkit.tinyworld.tasks import Concept  # noqa: E402
+from unlearnkit.tinyworld.tasks.slug_pairs import concept_metrics, concept_pairs, tiny_adapter  # noqa: E402
 from unlearnkit.unlearn import (  # noqa: E402
     GaFtConfig,
     GradientAscentConfig,
@@ -48,7 +51,6 @@ from unlearnkit.unlearn import (  # noqa: E402
     run_slug,
     save_patch,
 )
-from unlearnkit.unlearn.tinytask import concept_metrics, concept_pairs, parse_concept, tiny_adapter  # noqa: E402
 
 log = logging.getLogger("bench.unlearn")
 
@@ -108,11 +110,13 @@ def patched_scores(pipe, patch, concept, judges, args) -> dict[str, float]:
 def generation(zero_shot_patch, concept, public, args) -> dict:
     """SLUG with the generation search; judge scores before/after it and after the zero-shot patch."""
     from unlearnkit.tinyworld.models import text_encoder_from_clip
-    from unlearnkit.unlearn.tiny_generation import generation_metrics
+    from unlearnkit.tinyworld.tasks.slug_generation import generation_metrics
 
     unet = args.unet if store.unet_path(args.unet).is_file() else "base"
     if concept.kind == "style" and unet == "base":
-        return {"skipped": "style generation needs the paragon UNet (the base UNet knows the plain style only)"}
+        return {
+            "skipped": "style generation needs the paragon UNet (the base UNet knows the plain style only)"
+        }
     judges = {"digit": store.load_judge("digit"), "style": store.load_judge("style")}
     clip = store.load_clip()
     enc = tiny_adapter(clip, "text")
@@ -127,13 +131,26 @@ def generation(zero_shot_patch, concept, public, args) -> dict:
     before = generation_scores(pipe, concept, judges, args)
     after = patched_scores(pipe, result.to_patch(enc, concept.name), concept, judges, args)
     zero_shot = patched_scores(pipe, zero_shot_patch, concept, judges, args)
-    return {"unet": unet, "samples_per_class": args.samples, "steps": args.steps, "guidance": args.guidance,
-            "layer": result.layer, "step": r4(result.step), "search_success": result.search.success,
-            "search_evals": int(result.metrics()["search_evals"]), "search_samples_per_class": args.search_samples,
-            "slug_seconds": round(seconds, 2),
-            "forget_rate_before": before["forget_rate"], "forget_rate_after": after["forget_rate"],
-            "retain_acc_before": before["retain_acc"], "retain_acc_after": after["retain_acc"],
-            "zero_shot_patch": {"forget_rate_after": zero_shot["forget_rate"], "retain_acc_after": zero_shot["retain_acc"]}}
+    return {
+        "unet": unet,
+        "samples_per_class": args.samples,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "layer": result.layer,
+        "step": r4(result.step),
+        "search_success": result.search.success,
+        "search_evals": int(result.metrics()["search_evals"]),
+        "search_samples_per_class": args.search_samples,
+        "slug_seconds": round(seconds, 2),
+        "forget_rate_before": before["forget_rate"],
+        "forget_rate_after": after["forget_rate"],
+        "retain_acc_before": before["retain_acc"],
+        "retain_acc_after": after["retain_acc"],
+        "zero_shot_patch": {
+            "forget_rate_after": zero_shot["forget_rate"],
+            "retain_acc_after": zero_shot["retain_acc"],
+        },
+    }
 
 
 def baseline_runs(kind: str, concept, public, held, level: float, args) -> list[dict]:
@@ -144,7 +161,13 @@ def baseline_runs(kind: str, concept, public, held, level: float, args) -> list[
         enc = tiny_adapter(clip, "text")
         forget, retain = concept_pairs(public, concept, args.n_forget, args.n_retain, args.seed)
         metrics = concept_metrics(enc, public, concept, limit=args.search_images, seed=args.seed)
-        common = dict(lr=lr, max_steps=args.max_ga_steps, eval_every=args.eval_every, forget_target=level, progress=False)
+        common = dict(
+            lr=lr,
+            max_steps=args.max_ga_steps,
+            eval_every=args.eval_every,
+            forget_target=level,
+            progress=False,
+        )
         start = time.perf_counter()
         if kind == "ga":
             res = gradient_ascent(enc, forget, metrics, GradientAscentConfig(**common))
@@ -161,7 +184,8 @@ def baseline_runs(kind: str, concept, public, held, level: float, args) -> list[
 
 
 def tuned(runs: list[dict]) -> dict | None:
-    """The run that reached the forget level keeping the most search-set retain accuracy (then the fastest)."""
+    """The run that reached the forget level keeping the most search-set retain accuracy (then the
+    fastest)."""
     reached = [r for r in runs if r["reached"]]
     return max(reached, key=lambda r: (r["search_retain"], -r["seconds"])) if reached else None
 
@@ -173,8 +197,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20, help="generated images per class prompt")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0)
-    parser.add_argument("--unet", default="paragon", help="generator (falls back to base for digits if missing)")
-    parser.add_argument("--lrs", type=lambda s: [float(x) for x in s.split(",")], default=[1e-4, 3e-4, 1e-3, 3e-3])
+    parser.add_argument(
+        "--unet", default="paragon", help="generator (falls back to base for digits if missing)"
+    )
+    parser.add_argument(
+        "--lrs", type=lambda s: [float(x) for x in s.split(",")], default=[1e-4, 3e-4, 1e-3, 3e-3]
+    )
     parser.add_argument("--max-ga-steps", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--n-forget", type=int, default=64)
@@ -183,13 +211,21 @@ def main() -> None:
     parser.add_argument("--max-layers", type=int, default=4)
     parser.add_argument("--max-layers-both", type=int, default=12, help="layers tried by the both-towers run")
     parser.add_argument("--max-evals", type=int, default=10)
-    parser.add_argument("--retain-drop", type=float, default=0.02, help="SLUG search's allowed retain drop (search set)")
-    parser.add_argument("--gen-retain-drop", type=float, default=0.05, help="the same for the generation search")
-    parser.add_argument("--search-samples", type=int, default=8, help="generated images per class in each search step")
+    parser.add_argument(
+        "--retain-drop", type=float, default=0.02, help="SLUG search's allowed retain drop (search set)"
+    )
+    parser.add_argument(
+        "--gen-retain-drop", type=float, default=0.05, help="the same for the generation search"
+    )
+    parser.add_argument(
+        "--search-samples", type=int, default=8, help="generated images per class in each search step"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="SLUG timing: median of this many runs")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING if args.json else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.json else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     torch.manual_seed(args.seed)
     out = run(args)
@@ -200,7 +236,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> dict:
     wall = time.perf_counter()
-    concept = parse_concept(args.concept)
+    concept = Concept.parse(args.concept)
     world = load_world()
     public, held = world.public_set(), world.held_out_set()
     runs = [slug_run("text", concept, public, args, args.max_layers) for _ in range(args.repeats)]
@@ -223,21 +259,43 @@ def run(args: argparse.Namespace) -> dict:
     both_after = held_out_zero_shot(clip_b, held, concept)
     speed = lambda r: round(r["seconds"] / slug_s, 1) if r else None  # noqa: E731
     return {
-        "bench": "unlearn", "concept": concept.spec, "tower": "text", "layer": result.layer, "step": r4(result.step),
-        "layers_updated": 1, "layers_tried": len(result.tried), "search_success": result.search.success,
+        "bench": "unlearn",
+        "concept": concept.spec,
+        "tower": "text",
+        "layer": result.layer,
+        "step": r4(result.step),
+        "layers_updated": 1,
+        "layers_tried": len(result.tried),
+        "search_success": result.search.success,
         "search_evals": int(result.metrics()["search_evals"]),
-        "forget_acc_before": before["forget"], "forget_acc_after": after["forget"],
-        "retain_acc_before": before["retain"], "retain_acc_after": after["retain"],
+        "forget_acc_before": before["forget"],
+        "forget_acc_after": after["forget"],
+        "retain_acc_before": before["retain"],
+        "retain_acc_after": after["retain"],
         "generation": gen,
-        "slug_seconds": round(slug_s, 2), "slug_seconds_runs": [round(r[3], 2) for r in runs], "speedup_vs_ga": speed(ga_best), "speedup_vs_ga_fastest": speed(ga_fast),
+        "slug_seconds": round(slug_s, 2),
+        "slug_seconds_runs": [round(r[3], 2) for r in runs],
+        "speedup_vs_ga": speed(ga_best),
+        "speedup_vs_ga_fastest": speed(ga_fast),
         "speedup_vs_gaft": speed(gaft_best),
         **patch_sizes(patch),
-        "ga": ga_best, "gaft": gaft_best, "ga_runs": ga, "gaft_runs": gaft, "forget_level": r4(level),
-        "slug_both_towers": {"layer": result_b.layer, "success": result_b.search.success,
-                             "forget_acc_before": both_before["forget"], "forget_acc_after": both_after["forget"],
-                             "retain_acc_before": both_before["retain"], "retain_acc_after": both_after["retain"],
-                             "layers_tried": len(result_b.tried), "slug_seconds": round(slug_b_s, 2)},
-        "threads": torch.get_num_threads(), "bench_seconds": round(time.perf_counter() - wall, 1),
+        "ga": ga_best,
+        "gaft": gaft_best,
+        "ga_runs": ga,
+        "gaft_runs": gaft,
+        "forget_level": r4(level),
+        "slug_both_towers": {
+            "layer": result_b.layer,
+            "success": result_b.search.success,
+            "forget_acc_before": both_before["forget"],
+            "forget_acc_after": both_after["forget"],
+            "retain_acc_before": both_before["retain"],
+            "retain_acc_after": both_after["retain"],
+            "layers_tried": len(result_b.tried),
+            "slug_seconds": round(slug_b_s, 2),
+        },
+        "threads": torch.get_num_threads(),
+        "bench_seconds": round(time.perf_counter() - wall, 1),
     }
 
 

@@ -1,9 +1,34 @@
-"""ComfyUI adapters, one module per capability. Each module exports NODE_CLASS_MAPPINGS and
-NODE_DISPLAY_NAME_MAPPINGS; this package merges them."""
-from . import compose, erase, tinyworld, unlearn
+"""ComfyUI adapters, grouped by capability; every node the pack registers is listed here.
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
-for _module in (compose, tinyworld, erase, unlearn):
-    NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
-    NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
+Node files hold node classes only; their helpers sit beside them and are imported one way
+(node module -> helper module, never back).
+"""
+from .compose.gate_nodes import LoadShardGateNode, TrainShardGateNode
+from .compose.shard_nodes import (
+    ComposeShardsNode,
+    ForgetShardNode,
+    RestrictShardsNode,
+    ShardAttributionNode,
+    ShardNode,
+)
+from .erase import SwapTextEncoderNode
+from .tinyworld import LoadTinyWorldNode, TinyWorldImagesNode
+from .unlearn.slug_nodes import ApplySlugPatchNode, SlugUnlearnNode
+
+# node id -> (class, name in the node menu)
+NODES = {
+    "UnlearnKitShard": (ShardNode, "Shard (UnlearnKit)"),
+    "UnlearnKitComposeShards": (ComposeShardsNode, "Compose Shards (UnlearnKit)"),
+    "UnlearnKitForgetShard": (ForgetShardNode, "Forget Shard (UnlearnKit)"),
+    "UnlearnKitRestrictShards": (RestrictShardsNode, "Restrict Shards (UnlearnKit)"),
+    "UnlearnKitShardAttribution": (ShardAttributionNode, "Shard Attribution (UnlearnKit)"),
+    "UnlearnKitTrainShardGate": (TrainShardGateNode, "Train Shard Gate (UnlearnKit)"),
+    "UnlearnKitLoadShardGate": (LoadShardGateNode, "Load Shard Gate (UnlearnKit)"),
+    "UnlearnKitLoadTinyWorld": (LoadTinyWorldNode, "Load Tiny World (UnlearnKit)"),
+    "UnlearnKitTinyWorldImages": (TinyWorldImagesNode, "Tiny World Images (UnlearnKit)"),
+    "UnlearnKitSwapTextEncoder": (SwapTextEncoderNode, "Swap Text Encoder (UnlearnKit)"),
+    "UnlearnKitSlugUnlearn": (SlugUnlearnNode, "SLUG Unlearn (UnlearnKit)"),
+    "UnlearnKitApplySlugPatch": (ApplySlugPatchNode, "Apply SLUG Patch (UnlearnKit)"),
+}
+NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in NODES.items()}
+NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, (_, name) in NODES.items()}

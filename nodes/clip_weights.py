@@ -1,6 +1,7 @@
 """ComfyUI CLIP objects <-> the core's canonical text-encoder weights (shared by the Erase and Unlearn nodes).
 
-A ComfyUI ``CLIP`` holds ``cond_stage_model`` (e.g. ``SD1ClipModel``: keys ``clip_l.transformer.text_model.…``)
+A ComfyUI ``CLIP`` holds ``cond_stage_model`` (e.g. ``SD1ClipModel``: keys
+``clip_l.transformer.text_model.…``)
 and a ``ModelPatcher`` over it. Clones share that module; weight patches live in each clone's patcher
 and are written into the shared weights only while ComfyUI has that clone loaded. So the weights "as
 the user has them" are the *unpatched* weights (``get_key_patches``, which reads the patcher's backup)
@@ -16,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..unlearnkit.erase.textencoder_config import TextEncoderDims, infer_dims
-from ..unlearnkit.erase.textencoder_layouts import Layout, find_text_encoders, to_hf
+from ..unlearnkit.textencoders.dims import TextEncoderDims, infer_dims
+from ..unlearnkit.textencoders.layouts import Layout, find_text_encoders, to_hf
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,11 @@ PatchFilter = Callable[[Any], bool]  # a patch value (the 2nd item of a patcher 
 
 def text_encoders(clip: Any) -> list[Layout]:
     """Every CLIP text encoder inside a ComfyUI CLIP (one for SD1.x/SD2.x, two for SDXL)."""
-    found = [layout for layout in find_text_encoders(clip.cond_stage_model.state_dict().keys()) if layout.family == "hf"]
+    found = [
+        layout
+        for layout in find_text_encoders(clip.cond_stage_model.state_dict().keys())
+        if layout.family == "hf"
+    ]
     if not found:
         raise ValueError(f"clip: no CLIP text encoder found in this {type(clip.cond_stage_model).__name__} "
                          "(only CLIP-L/H/G text encoders are supported)")
@@ -43,14 +48,17 @@ def _activation_name(fn: Any) -> str | None:
 
 
 def encoder_dims(clip: Any, layout: Layout) -> TextEncoderDims:
-    """Width, depth, vocabulary, positions, MLP size (from the weights) and heads/activation (from the module)."""
+    """Width, depth, vocabulary, positions, MLP size (from the weights) and heads/activation (from the
+    module)."""
     module = clip.cond_stage_model
     hf, _, _ = to_hf(module.state_dict(), layout.prefix, "clip")
     dims = infer_dims(hf, f"clip text encoder at {layout.prefix!r}")
     try:
         block = module.get_submodule(layout.prefix + "encoder.layers.0")
         heads = getattr(block.self_attn, "heads", None)
-        return replace(dims, num_heads=int(heads) if heads else None, hidden_act=_activation_name(block.mlp.activation))
+        return replace(
+            dims, num_heads=int(heads) if heads else None, hidden_act=_activation_name(block.mlp.activation)
+        )
     except AttributeError:
         return dims
 
@@ -74,7 +82,8 @@ def unpatched_weights(patcher: Any, prefix: str | None = None) -> dict[str, torc
 
 def effective_weights(patcher: Any, prefix: str | None = None, keep: PatchFilter | None = None,
                       only: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor]:
-    """Weights as this clone computes them: unpatched + its patches (only those ``keep`` accepts), in the weight dtype.
+    """Weights as this clone computes them: unpatched + its patches (only those ``keep`` accepts), in the
+    weight dtype.
 
     ``only``: compute patched values just for these keys (the others are returned unpatched, e.g. for shapes).
     """

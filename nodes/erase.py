@@ -1,6 +1,7 @@
-"""ComfyUI node for Erase: swap a CLIP's text encoder for a concept-erased one (AdvUnlearn, Zhang et al. NeurIPS 2024).
+"""ComfyUI node for Erase: swap a CLIP's text encoder for a concept-erased one (AdvUnlearn, Zhang et al.
+NeurIPS 2024).
 
-Loading and validation live in ``unlearnkit.erase`` (HF folders, single safetensors with HF/LDM/ComfyUI
+Loading and validation live in ``unlearnkit.textencoders`` (HF folders, single safetensors with HF/LDM/ComfyUI
 keys, AdvUnlearn ``.pt`` files, weights-only). The node puts the new weights on a *clone* as ComfyUI
 weight patches that replace each encoder tensor (``strength_model=0``: w <- 0·w + new), so the input
 CLIP and every other clone of its module keep their weights, and ComfyUI's load/offload/backup apply.
@@ -11,10 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..unlearnkit.erase import load_text_encoder_state
-from ..unlearnkit.erase.textencoder_config import check_matches, mismatches
-from ..unlearnkit.erase.textencoder_io import WEIGHT_FILES
-from ..unlearnkit.erase.textencoder_layouts import Layout
+from ..unlearnkit.textencoders import Layout, load_text_encoder_state
+from ..unlearnkit.textencoders.dims import check_matches, mismatches
+from ..unlearnkit.textencoders.loading import WEIGHT_FILES
 from .clip_weights import encoder_dims, text_encoders
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,9 @@ def encoder_source(name: str) -> Path:
             if path.name in WEIGHT_FILES and (path.parent / "config.json").is_file():
                 return path.parent  # HF CLIPTextModel folder: its config.json declares heads/activation too
             return path
-    raise FileNotFoundError(f"encoder_name: {name!r} not found in the {'/'.join(encoder_folders())} model folders")
+    raise FileNotFoundError(
+        f"encoder_name: {name!r} not found in the {'/'.join(encoder_folders())} model folders"
+    )
 
 
 def choose_encoder(clip: Any, source_dims: Any, what: str) -> Layout:
@@ -68,25 +70,33 @@ def choose_encoder(clip: Any, source_dims: Any, what: str) -> Layout:
     fits = [layout for layout in layouts if not mismatches(source_dims, encoder_dims(clip, layout))]
     if len(fits) != 1:
         sizes = {layout.prefix: encoder_dims(clip, layout).describe() for layout in layouts}
-        raise ValueError(f"{what}: {source_dims.describe()} fits {len(fits)} of this CLIP's text encoders {sizes}; "
-                         "need exactly one")
+        raise ValueError(
+            f"{what}: {source_dims.describe()} fits {len(fits)} of this CLIP's text encoders {sizes}; "
+            "need exactly one"
+        )
     return fits[0]
 
 
 def swap_encoder(clip: Any, source: str | Path) -> Any:
-    """A clone of ``clip`` whose text encoder is the one at ``source`` (dims checked first; input untouched)."""
+    """A clone of ``clip`` whose text encoder is the one at ``source`` (dims checked first; input
+    untouched)."""
     hf_sd, info = load_text_encoder_state(source)
     what = f"text encoder {str(source)!r}"
     layout = choose_encoder(clip, info.dims, what)
     current = clip.cond_stage_model.state_dict()
     replaced = [k for k in hf_sd if clip.patcher.patches.get(layout.prefix + k)]
     if replaced:
-        logger.warning("Swap Text Encoder: the input CLIP has weight patches (e.g. a LoRA) on %d encoder tensor(s); "
-                       "the swapped encoder replaces them", len(replaced))
+        logger.warning(
+            "Swap Text Encoder: the input CLIP has weight patches (e.g. a LoRA) on %d encoder tensor(s); "
+            "the swapped encoder replaces them",
+            len(replaced),
+        )
     patches = {}
     for key, value in hf_sd.items():
         target = layout.prefix + key
-        patches[target] = (value.to(dtype=current[target].dtype),)  # a 'diff' that, with strength_model=0, sets w
+        patches[target] = (
+            value.to(dtype=current[target].dtype),
+        )  # a 'diff' that, with strength_model=0, sets w
     out = clip.clone()
     added = set(out.add_patches(patches, 1.0, 0.0))
     missing = sorted(set(patches) - added)
@@ -102,12 +112,19 @@ class SwapTextEncoderNode:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": {
-            "clip": ("CLIP", {"tooltip": "The CLIP (text encoder) to swap; it is not changed."}),
-            "encoder_name": (encoder_files(), {"tooltip": "A text encoder from models/text_encoders or models/clip: "
-                                               "an HF folder's model.safetensors, a single safetensors (HF/LDM/"
-                                               "ComfyUI keys) or an AdvUnlearn .pt."}),
-        }}
+        return {
+            "required": {
+                "clip": ("CLIP", {"tooltip": "The CLIP (text encoder) to swap; it is not changed."}),
+                "encoder_name": (
+                    encoder_files(),
+                    {
+                        "tooltip": "A text encoder from models/text_encoders or models/clip: "
+                        "an HF folder's model.safetensors, a single safetensors (HF/LDM/"
+                        "ComfyUI keys) or an AdvUnlearn .pt."
+                    },
+                ),
+            }
+        }
 
     RETURN_TYPES = ("CLIP",)
     FUNCTION = "swap"
@@ -117,7 +134,3 @@ class SwapTextEncoderNode:
 
     def swap(self, clip: Any, encoder_name: str) -> tuple[Any]:
         return (swap_encoder(clip, encoder_source(encoder_name)),)
-
-
-NODE_CLASS_MAPPINGS = {"UnlearnKitSwapTextEncoder": SwapTextEncoderNode}
-NODE_DISPLAY_NAME_MAPPINGS = {"UnlearnKitSwapTextEncoder": "Swap Text Encoder (UnlearnKit)"}

@@ -1,4 +1,5 @@
-"""ComfyUI nodes for the embedded tiny world (DESIGN §5): load its models, get its shards' images.
+"""ComfyUI nodes for the embedded tiny world (see ARCHITECTURE.md, "The tiny world"): load its models, get
+its shards' images.
 
 The tiny UNet is SD1-architecture but not SD1.5-sized, so ComfyUI cannot detect it from its keys;
 the loader builds it the way ComfyUI builds a checkpoint it detected — ``comfy.supported_models.SD15``
@@ -74,7 +75,10 @@ def _check_keys(what: str, expected: set[str], given: set[str], ignore: tuple[st
     missing = sorted(k for k in expected - given if not any(part in k for part in ignore))
     unexpected = sorted(k for k in given - expected if not any(part in k for part in ignore))
     if missing or unexpected:
-        raise ValueError(f"tiny world {what}: does not fit ComfyUI's model (missing {missing[:4]}, unexpected {unexpected[:4]})")
+        raise ValueError(
+            f"tiny world {what}: does not fit ComfyUI's model (missing {missing[:4]}, unexpected "
+            f"{unexpected[:4]})"
+        )
 
 
 def clip_config_file(text_config: dict) -> str:
@@ -83,7 +87,10 @@ def clip_config_file(text_config: dict) -> str:
               "layer_norm_eps": 1e-5, "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407,
               "projection_dim": text_config["hidden_size"], "torch_dtype": "float32", **text_config}
     text = json.dumps(config, sort_keys=True)
-    path = os.path.join(tempfile.gettempdir(), f"unlearnkit_tinyworld_clip_{hashlib.sha1(text.encode()).hexdigest()[:12]}.json")
+    path = os.path.join(
+        tempfile.gettempdir(),
+        f"unlearnkit_tinyworld_clip_{hashlib.sha1(text.encode()).hexdigest()[:12]}.json",
+    )
     if not os.path.exists(path):
         io.atomic_write(path, lambda tmp: open(tmp, "w").write(text), overwrite=True)
     return path
@@ -96,7 +103,11 @@ def model_config(cfg: dict) -> Any:
 
     from ..unlearnkit.tinyworld import export
 
-    unet_config = {**export.ldm_unet_config(cfg["unet"]), "use_temporal_attention": False, "use_temporal_resblock": False}
+    unet_config = {
+        **export.ldm_unet_config(cfg["unet"]),
+        "use_temporal_attention": False,
+        "use_temporal_resblock": False,
+    }
     config = comfy.supported_models.SD15(unet_config)
     config.latent_format = comfy.latent_formats.SD15(scale_factor=float(cfg["vae"]["scaling_factor"]))
     return config
@@ -111,11 +122,15 @@ def build_model(sd: dict[str, torch.Tensor], config: Any) -> Any:
     params = sum(v.numel() for v in unet_sd.values())
     load_device = mm.get_torch_device()
     dtype = mm.unet_dtype(model_params=params, supported_dtypes=config.supported_inference_dtypes)
-    config.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes))
+    config.set_inference_dtype(
+        dtype, mm.unet_manual_cast(dtype, load_device, config.supported_inference_dtypes)
+    )
     model = config.get_model(sd, UNET_PREFIX, device=mm.unet_offload_device())
     _check_keys("UNet", set(model.diffusion_model.state_dict()), set(unet_sd))
     model.load_model_weights(sd, UNET_PREFIX)
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
+    return comfy.model_patcher.ModelPatcher(
+        model, load_device=load_device, offload_device=mm.unet_offload_device()
+    )
 
 
 def build_clip(sd: dict[str, torch.Tensor], cfg: dict, config: Any) -> Any:
@@ -154,14 +169,26 @@ class LoadTinyWorldNode:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": {"unet": (unet_choices(), {"tooltip": "base: public data; paragon: all private data; "
-                                                       "style/*, split/*: shards trained on one private source each."})}}
+        return {
+            "required": {
+                "unet": (
+                    unet_choices(),
+                    {
+                        "tooltip": "base: public data; paragon: all private data; "
+                        "style/*, split/*: shards trained on one private source each."
+                    },
+                )
+            }
+        }
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load"
     CATEGORY = CATEGORY
-    DESCRIPTION = ("Load the embedded tiny Stable Diffusion (16-px handwritten digits in 5 styles). "
-                   "Use Empty Latent Image 64×64 for its 8×8 latents; prompts like 'a handwritten digit 3 in bold style'.")
+    DESCRIPTION = (
+        "Load the embedded tiny Stable Diffusion (16-px handwritten digits in 5 styles). "
+        "Use Empty Latent Image 64×64 for its 8×8 latents; prompts like 'a handwritten digit 3 in bold "
+        "style'."
+    )
 
     def load(self, unet: str) -> tuple[Any, Any, Any]:
         sd, cfg = ldm_state_dict(unet)
@@ -181,12 +208,27 @@ class TinyWorldImagesNode:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": {
-            "source": (image_sources(), {"tooltip": "style/<style>, split/split<k>: a shard's training data; "
-                                         "public, held-out: every style."}),
-            "count": ("INT", {"default": 64, "min": 1, "max": 4096, "tooltip": "Images to draw (at most the source's size)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**32 - 1}),
-        }}
+        return {
+            "required": {
+                "source": (
+                    image_sources(),
+                    {
+                        "tooltip": "style/<style>, split/split<k>: a shard's training data; "
+                        "public, held-out: every style."
+                    },
+                ),
+                "count": (
+                    "INT",
+                    {
+                        "default": 64,
+                        "min": 1,
+                        "max": 4096,
+                        "tooltip": "Images to draw (at most the source's size).",
+                    },
+                ),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**32 - 1}),
+            }
+        }
 
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "images"
@@ -209,8 +251,3 @@ class TinyWorldImagesNode:
         pick = torch.randperm(len(subset), generator=g)[:count]
         images = subset.images[pick]  # (B, 3, 16, 16) in [-1, 1]
         return (((images + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).contiguous().float(),)
-
-
-NODE_CLASS_MAPPINGS = {"UnlearnKitLoadTinyWorld": LoadTinyWorldNode, "UnlearnKitTinyWorldImages": TinyWorldImagesNode}
-NODE_DISPLAY_NAME_MAPPINGS = {"UnlearnKitLoadTinyWorld": "Load Tiny World (UnlearnKit)",
-                              "UnlearnKitTinyWorldImages": "Tiny World Images (UnlearnKit)"}

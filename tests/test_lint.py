@@ -1,15 +1,13 @@
-"""The tree passes ruff (config in pyproject.toml)."""
-import shutil
+"""The tree passes ruff (config in pyproject.toml: lines within 110 characters included); ruff is a test
+requirement, so a missing ruff fails here rather than skipping the check."""
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None and sys.modules.get("ruff") is None, reason="ruff not installed")
 def test_ruff_check_passes():
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True)
+    command = [sys.executable, "-m", "ruff", "check", str(ROOT)]
+    result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -40,7 +40,9 @@ def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             metadata = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for bad headers/sizes
-        raise ValueError(f"weight file {str(path)!r}: not a valid safetensors file (corrupt or truncated?): {exc}") from exc
+        raise ValueError(
+            f"weight file {str(path)!r}: not a valid safetensors file (corrupt or truncated?): {exc}"
+        ) from exc
     return tensors, metadata
 
 
@@ -52,7 +54,9 @@ def _unwrap_nested(obj: object, path: Path) -> dict[str, torch.Tensor]:
             break
         obj = inner
     if not isinstance(obj, Mapping):
-        raise ValueError(f"weight file {str(path)!r}: expected a state dict (name -> tensor), got {type(obj).__name__}")
+        raise ValueError(
+            f"weight file {str(path)!r}: expected a state dict (name -> tensor), got {type(obj).__name__}"
+        )
     tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise ValueError(f"weight file {str(path)!r}: contains no tensors")
@@ -85,7 +89,8 @@ def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if suffix in PICKLE_SUFFIXES:
         return _load_pickle(path), {}
     raise ValueError(
-        f"weight file {str(path)!r}: unknown suffix {suffix!r}; expected one of {SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES}"
+        f"weight file {str(path)!r}: unknown suffix {suffix!r}; expected one of "
+        f"{SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES}"
     )
 
 
@@ -109,7 +114,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrit
     """Call ``write(tmp_path)`` then rename onto ``path``; refuses to replace a file unless overwrite."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"output {str(path)!r}: already exists; choose another name or pass overwrite=True")
+        raise FileExistsError(
+            f"output {str(path)!r}: already exists; choose another name or pass overwrite=True"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     os.close(fd)
@@ -137,11 +144,14 @@ def save_safetensors(
     if bad:
         raise ValueError(f"metadata: values must be strings, got {bad}")
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=dict(metadata or {})), overwrite=overwrite)
+    return atomic_write(
+        path, lambda tmp: save_file(flat, tmp, metadata=dict(metadata or {})), overwrite=overwrite
+    )
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping, overwrite: bool = True) -> Path:
-    """Write a training checkpoint (tensors, numbers, strings, lists/dicts of them) atomically with torch.save."""
+    """Write a training checkpoint (tensors, numbers, strings, lists/dicts of them) atomically with
+    torch.save."""
     return atomic_write(path, lambda tmp: torch.save(dict(state), tmp), overwrite=overwrite)
 
 
@@ -153,7 +163,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(f"checkpoint {str(path)!r}: cannot be read safely (corrupt, truncated or not plain data): {exc}") from exc
+        raise ValueError(
+            f"checkpoint {str(path)!r}: cannot be read safely (corrupt, truncated or not plain data): {exc}"
+        ) from exc
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint {str(path)!r}: expected a dict, got {type(obj).__name__}")
     return obj

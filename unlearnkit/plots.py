@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 PALETTE = [
@@ -88,3 +89,20 @@ def line_panels(
         draw.rectangle([lx, y + 3, lx + 12, y + 11], fill=colour(k))
         draw.text((lx + 18, y), label[:18], fill=(0, 0, 0), font=font(12))
     return img
+
+
+def image_grid(images: torch.Tensor, rows: int, scale: int = 4):
+    """(rows·cols, 3, H, W) in [-1, 1] -> a PIL image, 1 px gaps, nearest-neighbour upscaled."""
+    n, _, h, w = images.shape
+    if n % rows:
+        raise ValueError(f"images: {n} images do not fill {rows} rows")
+    cols = n // rows
+    canvas = torch.full((3, rows * (h + 1) + 1, cols * (w + 1) + 1), 0.5)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        canvas[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = (
+            img * 0.5 + 0.5
+        )
+    arr = (canvas.clamp(0, 1).permute(1, 2, 0) * 255).round().byte().numpy()
+    pil = Image.fromarray(arr)
+    return pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)

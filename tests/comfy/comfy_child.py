@@ -3,8 +3,8 @@
     python comfy_child.py REQUEST.json RESPONSE.json
 
 REQUEST: {"comfy_root", "custom_nodes": [folders], "extras": [comfy_extras files], "out_dir",
-"graphs": {name: API prompt or UI workflow}}. RESPONSE: {"engine", "load_failures", "results": {name: {"success",
-"errors", "seconds"}}}. Fixture output nodes write files under out_dir/<name>/.
+"graphs": {name: API prompt or UI workflow}}. RESPONSE: {"engine", "load_failures",
+"results": {name: {"success", "errors", "seconds"}}}. Fixture output nodes write files under out_dir/<name>/.
 """
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ class StandInServer:
 
 
 def setup_engine(comfy_root: str, custom_nodes: list[str], extras: list[str]) -> tuple[str, list[str]]:
-    """Import ComfyUI on CPU and load custom node folders the way ComfyUI does; returns (version, failures)."""
+    """Import ComfyUI on CPU and load custom node folders the way ComfyUI does; returns (version,
+    failures)."""
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     sys.path.insert(0, comfy_root)
@@ -79,7 +80,9 @@ def _validation_errors(valid: tuple) -> list[str]:
     errors = [f"{valid[1].get('message')}: {valid[1].get('details')}"] if valid[1] else []
     for node_id, info in (valid[3] or {}).items():
         for reason in info.get("errors", []):
-            errors.append(f"node {node_id} ({info.get('class_type')}): {reason.get('message')}: {reason.get('details')}")
+            errors.append(
+                f"node {node_id} ({info.get('class_type')}): {reason.get('message')}: {reason.get('details')}"
+            )
     return errors
 
 
@@ -101,7 +104,11 @@ def run_graph(prompt: dict, name: str) -> dict:
         valid = execution.validate_prompt(prompt)
     # ComfyUI runs the outputs that validate and silently drops the others: any node error is a failure
     if not valid[0] or valid[3]:
-        return {"success": False, "errors": _validation_errors(valid), "seconds": time.perf_counter() - started}
+        return {
+            "success": False,
+            "errors": _validation_errors(valid),
+            "seconds": time.perf_counter() - started,
+        }
     server = StandInServer()
     if "cache_args" in inspect.signature(execution.PromptExecutor.__init__).parameters:
         executor = execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0})
@@ -119,7 +126,9 @@ def run_graph(prompt: dict, name: str) -> dict:
 
 def run_graphs(request: dict) -> dict:
     """Set the engine up once, then run every graph of the request with a fresh executor."""
-    version, failures = setup_engine(request["comfy_root"], request["custom_nodes"], request.get("extras", []))
+    version, failures = setup_engine(
+        request["comfy_root"], request["custom_nodes"], request.get("extras", [])
+    )
     results = {}
     for name, prompt in request["graphs"].items():
         os.environ["UNLEARNKIT_TEST_OUT"] = os.path.join(request["out_dir"], name)

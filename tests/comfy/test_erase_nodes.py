@@ -12,18 +12,24 @@ import json
 import os
 from pathlib import Path
 
-import clip_suite
 import numpy as np
 import torch
 from comfy_harness import Graph
 from safetensors.torch import save_file
+from suite import suite_fixtures
 
 from unlearnkit.unlearn import apply_patch, make_patch, save_patch
 
 PROMPT = "a painting of a lighthouse in the style of van gogh"
 SD1 = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
        "max_position_embeddings": 77, "vocab_size": 49408, "hidden_act": "quick_gelu"}
-NARROW = {**SD1, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+NARROW = {
+    **SD1,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+}
 SLUG_LAYER = "encoder.layers.7.mlp.fc1.weight"
 SWAPS = {"b_file": "te_b.safetensors", "b_folder": "te_b_hf/model.safetensors"}  # .pt files: tests/erase
 
@@ -43,16 +49,23 @@ def random_encoder(config: dict, seed: int):
         for name, p in model.named_parameters():
             p.normal_(1.0 if "norm" in name and name.endswith("weight") else 0.0, 0.02, generator=gen)
             p.copy_(p.half())
-    model.embeddings.register_buffer("position_ids", torch.arange(config["max_position_embeddings"])[None], persistent=False)
+    model.embeddings.register_buffer(
+        "position_ids", torch.arange(config["max_position_embeddings"])[None], persistent=False
+    )
     return model.eval()
 
 
 def fp16_state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().half().contiguous() for k, v in model.state_dict().items() if not k.endswith("position_ids")}
+    return {
+        k: v.detach().half().contiguous()
+        for k, v in model.state_dict().items()
+        if not k.endswith("position_ids")
+    }
 
 
 def build_world(root: Path) -> dict:
-    """Encoder files (A outside the model folders; B as a file and an HF folder, a 64-wide one), a patch on B."""
+    """Encoder files (A outside the model folders; B as a file and an HF folder, a 64-wide one), a patch on
+    B."""
     enc_dir, patch_dir = root / "clip", root / "slug_patches"
     (enc_dir / "te_b_hf").mkdir(parents=True)
     patch_dir.mkdir()
@@ -75,19 +88,32 @@ def build_world(root: Path) -> dict:
 
 def swap_graph(world: dict) -> dict:
     g = Graph()
-    clip = g.node("UKTestClipFromFile", weights=str(world["root"] / "te_a.safetensors"), config="", precision="fp32")
+    clip = g.node(
+        "UKTestClipFromFile", weights=str(world["root"] / "te_a.safetensors"), config="", precision="fp32"
+    )
     before = g.node("UKTestEncode", clip=clip, text=PROMPT, key="a_before")
     last = before
     for key, name in SWAPS.items():
         swapped = g.node("UnlearnKitSwapTextEncoder", clip=clip, encoder_name=name)
         last = g.node("UKTestEncode", clip=swapped, text=PROMPT, key=key, after=last)
         if key == "b_file":
-            g.node("UKTestSaveConditioning", conditioning=g.node("CLIPTextEncode", clip=swapped, text=PROMPT), key="b_real_node")
-            patched = g.node("UnlearnKitApplySlugPatch", clip=swapped, patch_name="b_patch.safetensors", strength=1.0)
+            g.node(
+                "UKTestSaveConditioning",
+                conditioning=g.node("CLIPTextEncode", clip=swapped, text=PROMPT),
+                key="b_real_node",
+            )
+            patched = g.node(
+                "UnlearnKitApplySlugPatch", clip=swapped, patch_name="b_patch.safetensors", strength=1.0
+            )
             last = g.node("UKTestEncode", clip=patched, text=PROMPT, key="b_slug", after=last)
     last = g.node("UKTestEncode", clip=clip, text=PROMPT, key="a_after", after=last)
     # ComfyUI's own dtype choice (fp16 weights on CPU): the swapped tensors are stored in it
-    clip16 = g.node("UKTestClipFromFile", weights=str(world["root"] / "te_a.safetensors"), config="", precision="comfy default")
+    clip16 = g.node(
+        "UKTestClipFromFile",
+        weights=str(world["root"] / "te_a.safetensors"),
+        config="",
+        precision="comfy default",
+    )
     swapped16 = g.node("UnlearnKitSwapTextEncoder", clip=clip16, encoder_name="te_b.safetensors")
     g.node("UKTestEncode", clip=swapped16, text=PROMPT, key="b_fp16", after=last)
     return g.prompt()
@@ -95,18 +121,24 @@ def swap_graph(world: dict) -> dict:
 
 def wrong_width_graph(world: dict) -> dict:
     g = Graph()
-    clip = g.node("UKTestClipFromFile", weights=str(world["root"] / "te_a.safetensors"), config="", precision="fp32")
-    g.node("UKTestEncode", clip=g.node("UnlearnKitSwapTextEncoder", clip=clip, encoder_name="te_w64.safetensors"),
-           text=PROMPT, key="never")
+    clip = g.node(
+        "UKTestClipFromFile", weights=str(world["root"] / "te_a.safetensors"), config="", precision="fp32"
+    )
+    g.node(
+        "UKTestEncode",
+        clip=g.node("UnlearnKitSwapTextEncoder", clip=clip, encoder_name="te_w64.safetensors"),
+        text=PROMPT,
+        key="never",
+    )
     return g.prompt()
 
 
 def suite_graphs(world: dict) -> dict:
-    """This module's graphs for the shared ComfyUI run (clip_suite.py)."""
+    """This module's graphs for the shared ComfyUI run (suite.py)."""
     return {"swap": swap_graph(world), "wrong_width": wrong_width_graph(world)}
 
 
-world, comfy_run = clip_suite.fixtures(__name__)
+world, comfy_run = suite_fixtures(__name__)
 
 
 def comfy_ids(out_dir: Path, key: str) -> torch.Tensor:
@@ -153,5 +185,7 @@ def test_slug_patch_applies_on_the_swapped_encoder(comfy_run, world):
 
 
 def test_wrong_width_encoder_is_refused_naming_file_and_dims(comfy_run):
-    message = comfy_run["wrong_width"].assert_failed("te_w64.safetensors", "hidden size", "64", "768", "ValueError")
+    message = comfy_run["wrong_width"].assert_failed(
+        "te_w64.safetensors", "hidden size", "64", "768", "ValueError"
+    )
     assert "Source: width 64" in message and "Target: width 768" in message

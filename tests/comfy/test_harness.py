@@ -1,4 +1,6 @@
-"""The harness itself: cache extraction, graph building, UI-workflow conversion, a UI workflow in real ComfyUI."""
+"""The harness itself: cache extraction, graph building, UI-workflow conversion, a UI workflow in real
+ComfyUI."""
+
 from __future__ import annotations
 
 import json
@@ -88,21 +90,56 @@ def api_twin_of_workflow() -> dict:
 
 def test_ui_workflow_converts_widgets_links_reroutes_and_primitives():
     specs = {
-        "UKTestTinyModel": {"required": {"seed": ("INT", {}), "context_dim": ("INT", {}), "model_channels": ("INT", {}),
-                                         "in_channels": ("INT", {}), "prediction": (["eps", "v"],), "label": ("STRING", {})}},
-        "UnlearnKitShard": {"required": {"model": ("MODEL",), "name": ("STRING", {}), "weight": ("FLOAT", {})},
-                            "optional": {"shards": ("SHARDS",)}},
+        "UKTestTinyModel": {
+            "required": {
+                "seed": ("INT", {}),
+                "context_dim": ("INT", {}),
+                "model_channels": ("INT", {}),
+                "in_channels": ("INT", {}),
+                "prediction": (["eps", "v"],),
+                "label": ("STRING", {}),
+            }
+        },
+        "UnlearnKitShard": {
+            "required": {"model": ("MODEL",), "name": ("STRING", {}), "weight": ("FLOAT", {})},
+            "optional": {"shards": ("SHARDS",)},
+        },
         "UnlearnKitComposeShards": {"required": {"shards": ("SHARDS",)}},
-        "UKTestConditioning": {"required": {"seed": ("INT", {}), "context_dim": ("INT", {}), "tokens": ("INT", {})}},
-        "EmptyLatentImage": {"required": {"width": ("INT", {}), "height": ("INT", {}), "batch_size": ("INT", {})}},
-        "KSampler": {"required": {"model": ("MODEL",), "seed": ("INT", {"control_after_generate": True}),
-                                  "steps": ("INT", {}), "cfg": ("FLOAT", {}), "sampler_name": (["euler"],),
-                                  "scheduler": (["normal"],), "positive": ("CONDITIONING",),
-                                  "negative": ("CONDITIONING",), "latent_image": ("LATENT",), "denoise": ("FLOAT", {})}},
+        "UKTestConditioning": {
+            "required": {"seed": ("INT", {}), "context_dim": ("INT", {}), "tokens": ("INT", {})}
+        },
+        "EmptyLatentImage": {
+            "required": {"width": ("INT", {}), "height": ("INT", {}), "batch_size": ("INT", {})}
+        },
+        "KSampler": {
+            "required": {
+                "model": ("MODEL",),
+                "seed": ("INT", {"control_after_generate": True}),
+                "steps": ("INT", {}),
+                "cfg": ("FLOAT", {}),
+                "sampler_name": (["euler"],),
+                "scheduler": (["normal"],),
+                "positive": ("CONDITIONING",),
+                "negative": ("CONDITIONING",),
+                "latent_image": ("LATENT",),
+                "denoise": ("FLOAT", {}),
+            }
+        },
         "UKTestSaveLatent": {"required": {"samples": ("LATENT",), "key": ("STRING", {})}},
     }
     prompt = to_api_prompt(WORKFLOW, specs.__getitem__)
-    assert sorted(prompt, key=int) == ["1", "2", "3", "4", "6", "7", "8", "9", "10", "11"]  # no note, reroute, muted
+    assert sorted(prompt, key=int) == [
+        "1",
+        "2",
+        "3",
+        "4",
+        "6",
+        "7",
+        "8",
+        "9",
+        "10",
+        "11",
+    ]  # no note, reroute, muted
     assert prompt["1"]["inputs"] == {"seed": 1, "context_dim": 32, "model_channels": 32, "in_channels": 4,
                                      "prediction": "eps", "label": ""}
     assert prompt["4"]["inputs"] == {"model": ["2", 0], "name": "b", "weight": 0.6, "shards": ["3", 0]}

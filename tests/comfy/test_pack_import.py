@@ -41,6 +41,16 @@ def test_root_imports_without_comfyui_and_exposes_compose_nodes(tmp_path):
     assert info["categories"]["UnlearnKitShard"] == "UnlearnKit/Compose"
     shard = info["inputs"]["UnlearnKitShard"]
     kind, spec = shard["required"]["weight"]
-    assert (kind, spec["min"], spec["max"], spec["step"], spec["display"]) == ("FLOAT", 0.0, 1.0, 0.01, "slider")
+    assert (kind, spec["min"], spec["max"], spec["step"], spec["display"]) == (
+        "FLOAT",
+        0.0,
+        1.0,
+        0.01,
+        "slider",
+    )
     assert shard["required"]["model"][0] == "MODEL" and shard["optional"]["shards"][0] == "SHARDS"
-    assert info["returns"] == {**info["returns"], "UnlearnKitShard": ["SHARDS"], "UnlearnKitComposeShards": ["MODEL"]}
+    assert info["returns"] == {
+        **info["returns"],
+        "UnlearnKitShard": ["SHARDS"],
+        "UnlearnKitComposeShards": ["MODEL"],
+    }

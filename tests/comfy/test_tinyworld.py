@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 from comfy_harness import Graph, Ref
-from compose_suite import module_run_fixture
+from suite import suite_fixtures
 
 from unlearnkit.tinyworld import store
 
 PROMPT_DIGIT = 3
-UNETS = [u for u in ("base", "paragon") if store.unet_path(u).is_file()]
-pytestmark = pytest.mark.skipif(not UNETS, reason="tiny-world UNet weights are not committed yet")
+UNETS = ["base", "paragon"]
 
 
 def text(g: Graph, clip: Ref, prompt: str) -> Ref:
@@ -23,9 +22,19 @@ def digit_graph(unet: str) -> dict:
     g = Graph()
     world = g.node("UnlearnKitLoadTinyWorld", unet=unet)
     model, clip, vae = world, world.out(1), world.out(2)
-    latent = g.node("KSampler", model=model, seed=1, steps=20, cfg=4.0, sampler_name="euler", scheduler="normal",
-                    positive=text(g, clip, f"a handwritten digit {PROMPT_DIGIT}"), negative=text(g, clip, ""),
-                    latent_image=g.node("EmptyLatentImage", width=64, height=64, batch_size=4), denoise=1.0)
+    latent = g.node(
+        "KSampler",
+        model=model,
+        seed=1,
+        steps=20,
+        cfg=4.0,
+        sampler_name="euler",
+        scheduler="normal",
+        positive=text(g, clip, f"a handwritten digit {PROMPT_DIGIT}"),
+        negative=text(g, clip, ""),
+        latent_image=g.node("EmptyLatentImage", width=64, height=64, batch_size=4),
+        denoise=1.0,
+    )
     g.save_latent(latent, "latent")
     g.node("UKTestSaveImage", images=g.node("VAEDecode", samples=latent, vae=vae), key="image")
     return g.prompt()
@@ -33,25 +42,18 @@ def digit_graph(unet: str) -> dict:
 
 def images_graph() -> dict:
     g = Graph()
-    g.node("UKTestSaveImage", images=g.node("UnlearnKitTinyWorldImages", source="style/bold", count=8, seed=0), key="bold")
+    g.node(
+        "UKTestSaveImage",
+        images=g.node("UnlearnKitTinyWorldImages", source="style/bold", count=8, seed=0),
+        key="bold",
+    )
     return g.prompt()
 
 
-def missing_unet_graph() -> dict:
-    g = Graph()
-    g.node("UKTestSaveImage", images=g.node("VAEDecode", samples=g.node("EmptyLatentImage", width=64, height=64, batch_size=1),
-                                            vae=g.node("UnlearnKitLoadTinyWorld", unet="split/split7").out(2)), key="x")
-    return g.prompt()
-
-
-def suite_graphs() -> dict:
-    """This module's graphs for the shared ComfyUI run (compose_suite.py)."""
-    if not UNETS:
-        return {}
+def suite_graphs(world: dict) -> dict:
+    """This module's graphs for the shared ComfyUI run (suite.py)."""
     graphs = {f"digit_{u}": digit_graph(u) for u in UNETS}
     graphs["images"] = images_graph()
-    if not store.unet_path("split/split7").is_file():
-        graphs["missing_unet"] = missing_unet_graph()
     return graphs
 
 
@@ -70,7 +72,9 @@ def test_comfyui_samples_the_prompted_digit(comfy_run, unet):
     images = r.latent("image")
     assert images.shape == (4, 16, 16, 3) and np.isfinite(images).all()
     digits = judge_digits(images)
-    assert sum(d == PROMPT_DIGIT for d in digits) >= 3, f"judge saw {digits} for 'a handwritten digit {PROMPT_DIGIT}'"
+    assert sum(d == PROMPT_DIGIT for d in digits) >= 3, (
+        f"judge saw {digits} for 'a handwritten digit {PROMPT_DIGIT}'"
+    )
 
 
 def test_tiny_world_images_are_a_shards_data(comfy_run):
@@ -82,10 +86,4 @@ def test_tiny_world_images_are_a_shards_data(comfy_run):
         assert style(x).argmax(1).tolist() == [1] * 8  # STYLES.index("bold")
 
 
-def test_missing_unet_is_a_clear_error(comfy_run):
-    if "missing_unet" not in comfy_run.results:
-        pytest.skip("every tiny-world UNet is present")
-    comfy_run["missing_unet"].assert_failed("unet", "split/split7", "no weights")
-
-
-comfy_run = module_run_fixture(__name__)
+world, comfy_run = suite_fixtures(__name__)

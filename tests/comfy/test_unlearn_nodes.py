@@ -11,14 +11,15 @@ import copy
 import json
 from pathlib import Path
 
-import clip_suite
 import numpy as np
 import pytest
 import torch
 from comfy_harness import REPO_ROOT, Graph
 from safetensors.torch import save_file
+from suite import suite_fixtures
 from test_erase_nodes import NARROW, fp16_state, random_encoder
 
+from unlearnkit.tinyworld import store
 from unlearnkit.unlearn import apply_patch, load_patch, make_patch, save_patch
 
 PROMPT = "a handwritten digit 3 in bold style"
@@ -40,46 +41,59 @@ def random_patch(model, layer: str, seed: int, concept: str):
     return make_patch(model, layer, 0.5 * torch.randn(weight.shape, generator=gen), concept, 1.0)
 
 
-def tiny_world_encoder(root: Path) -> tuple[Path, Path] | None:
-    """The tiny world's SD text encoder as a file + ComfyUI config (None when its weights are missing)."""
-    try:
-        from unlearnkit.tinyworld import store
-
-        encoder = store.load_text_encoder()
-    except (FileNotFoundError, ValueError):
-        return None
+def tiny_world_encoder(root: Path) -> tuple[Path, Path]:
+    """The tiny world's SD text encoder as a file + ComfyUI config (a missing committed weight fails the
+    suite)."""
+    encoder = store.load_text_encoder()
     save_file({k: v.contiguous() for k, v in encoder.state_dict().items() if not k.endswith("position_ids")},
               root / "tiny_te.safetensors")
-    text = {k: getattr(encoder.config, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
-                                                   "num_attention_heads", "max_position_embeddings", "vocab_size", "hidden_act")}
+    text = {
+        k: getattr(encoder.config, k)
+        for k in (
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "max_position_embeddings",
+            "vocab_size",
+            "hidden_act",
+        )
+    }
     (root / "tiny_te.json").write_text(json.dumps(hf_text_config(text)))
     return root / "tiny_te.safetensors", root / "tiny_te.json"
 
 
 def build_world(root: Path) -> dict:
-    """A random 64-wide encoder S (and T) with core-made patch files; the tiny world's encoder and CLIP folder."""
+    """A random 64-wide encoder S (and T) with core-made patch files; the tiny world's encoder and CLIP
+    folder."""
     patch_dir = root / "slug_patches"
     patch_dir.mkdir()
     s, t = random_encoder(NARROW, 11), random_encoder(NARROW, 12)
     save_file(fp16_state(s), root / "s.safetensors")
     (root / "s.json").write_text(json.dumps(hf_text_config(NARROW)))
-    patches = {name: random_patch(s, layer, seed, f"concept {name}") for seed, (name, layer) in enumerate(LAYERS.items())}
+    patches = {
+        name: random_patch(s, layer, seed, f"concept {name}")
+        for seed, (name, layer) in enumerate(LAYERS.items())
+    }
     patches["other"] = random_patch(t, LAYERS["p1"], 9, "other model")
     for name, patch in patches.items():
         save_patch(patch, patch_dir / f"{name}.safetensors")
     (root / "no_images").mkdir()
     tiny = tiny_world_encoder(root)
-    if tiny is not None:  # the tiny world's CLIPModel as an HF folder: an image tower from models/clip_vision
-        from unlearnkit.tinyworld import store
-
-        store.load_clip().save_pretrained(root / "clip_vision" / "tiny_clip")
+    # the tiny world's CLIPModel as an HF folder: an image tower from models/clip_vision
+    store.load_clip().save_pretrained(root / "clip_vision" / "tiny_clip")
     return {"root": root, "s": s, "patches": patches, "tiny": tiny,
             "folders": f"slug_patches={patch_dir};clip_vision={root / 'clip_vision'}"}
 
 
 def small_clip(g: Graph, world: dict):
     root = world["root"]
-    return g.node("UKTestClipFromFile", weights=str(root / "s.safetensors"), config=str(root / "s.json"), precision="fp32")
+    return g.node(
+        "UKTestClipFromFile",
+        weights=str(root / "s.safetensors"),
+        config=str(root / "s.json"),
+        precision="fp32",
+    )
 
 
 def apply(g: Graph, clip, name: str, strength: float = 1.0, **extra):
@@ -92,7 +106,9 @@ def apply_graph(world: dict) -> dict:
     last = g.node("UKTestEncode", clip=clip, text=PROMPT, key="base")
     variants = {
         "p1": apply(g, clip, "p1.safetensors"),
-        "p123": apply(g, clip, "p1.safetensors", patch_name_2="p2.safetensors", patch_name_3="p3.safetensors"),
+        "p123": apply(
+            g, clip, "p1.safetensors", patch_name_2="p2.safetensors", patch_name_3="p3.safetensors"
+        ),
         "chain12": apply(g, apply(g, clip, "p1.safetensors"), "p2.safetensors"),
         "half": apply(g, clip, "p1.safetensors", strength=0.5),
     }
@@ -116,10 +132,17 @@ def hf_tower_graph(world: dict, retain_captions: str) -> dict:
     weights, config = world["tiny"]
     g = Graph()
     clip = g.node("UKTestClipFromFile", weights=str(weights), config=str(config), precision="fp32")
-    slug = g.node("UnlearnKitSlugUnlearn", clip=clip, concept="bold style", image_tower="tiny_clip/model.safetensors",
-                  filename_prefix="test/bold", forget_images=g.node("UnlearnKitTinyWorldImages", source="style/bold", count=8, seed=0),
-                  retain_images=g.node("UnlearnKitTinyWorldImages", source="style/slanted", count=4, seed=0),
-                  retain_captions=retain_captions, forget_captions="a handwritten digit in bold style")
+    slug = g.node(
+        "UnlearnKitSlugUnlearn",
+        clip=clip,
+        concept="bold style",
+        image_tower="tiny_clip/model.safetensors",
+        filename_prefix="test/bold",
+        forget_images=g.node("UnlearnKitTinyWorldImages", source="style/bold", count=8, seed=0),
+        retain_images=g.node("UnlearnKitTinyWorldImages", source="style/slanted", count=4, seed=0),
+        retain_captions=retain_captions,
+        forget_captions="a handwritten digit in bold style",
+    )
     g.node("UKTestSaveValue", key="outputs", text=slug.out(1))
     g.node("UKTestEncode", clip=slug, text=PROMPT, key="slug_concept")
     return g.prompt()
@@ -139,27 +162,40 @@ def unlearn_graph(world: dict, forget_count: int = 8, concept: str = "bold style
     last = None
     for key, model in [("base", clip), ("slug", slug)]:
         for what, text in [("concept", PROMPT), ("other", OTHER)]:
-            last = g.node("UKTestEncode", clip=model, text=text, key=f"{key}_{what}", **({"after": last} if last else {}))
+            last = g.node(
+                "UKTestEncode",
+                clip=model,
+                text=text,
+                key=f"{key}_{what}",
+                **({"after": last} if last else {}),
+            )
     from_file = apply(g, clip, "none", patch_path=slug.out(1))
     g.node("UKTestEncode", clip=from_file, text=PROMPT, key="from_file_concept", after=last)
     return g.prompt()
 
 
-def workflow_available() -> bool:
-    from unlearnkit.tinyworld import store
-
-    return store.unet_path("paragon").is_file() and (store.WEIGHTS_DIR / "clip.safetensors").is_file()
-
-
 def attach_saver(workflow: dict, source_id: int, slot: int, key: str) -> None:
-    """Link output ``slot`` of node ``source_id`` to a new UKTestSaveValue node (UI format), to read it back."""
+    """Link output ``slot`` of node ``source_id`` to a new UKTestSaveValue node (UI format), to read it
+    back."""
     source = next(n for n in workflow["nodes"] if n["id"] == source_id)
     kind = source["outputs"][slot]["type"]
     node_id = max(n["id"] for n in workflow["nodes"]) + 1
     link_id = max(link[0] for link in workflow["links"]) + 1
-    workflow["nodes"].append({"id": node_id, "type": "UKTestSaveValue", "pos": [0, 0], "size": [200, 60], "flags": {},
-                              "order": node_id, "mode": 0, "outputs": [], "properties": {}, "widgets_values": [key],
-                              "inputs": [{"name": "images" if kind == "IMAGE" else "text", "type": kind, "link": link_id}]})
+    workflow["nodes"].append(
+        {
+            "id": node_id,
+            "type": "UKTestSaveValue",
+            "pos": [0, 0],
+            "size": [200, 60],
+            "flags": {},
+            "order": node_id,
+            "mode": 0,
+            "outputs": [],
+            "properties": {},
+            "widgets_values": [key],
+            "inputs": [{"name": "images" if kind == "IMAGE" else "text", "type": kind, "link": link_id}],
+        }
+    )
     source["outputs"][slot]["links"].append(link_id)
     workflow["links"].append([link_id, source_id, slot, node_id, 0, kind])
 
@@ -169,27 +205,34 @@ def workflow_graph() -> dict:
     workflow = json.loads(WORKFLOW.read_text())
     titles = {n["id"]: n.get("title", "") for n in workflow["nodes"]}
     for link in [x for x in workflow["links"] if x[5] == "LATENT" and titles[x[1]].startswith("Sample (")]:
-        tag = titles[link[1]].removeprefix("Sample (").removesuffix(")").replace(" ", "_")  # original, erased, erased_3x
+        tag = (
+            titles[link[1]].removeprefix("Sample (").removesuffix(")").replace(" ", "_")
+        )  # original, erased, erased_3x
         attach_saver(workflow, link[3], 0, tag)
-    attach_saver(workflow, next(n["id"] for n in workflow["nodes"] if n["type"] == "UnlearnKitSlugUnlearn"), 1, "patch")
+    attach_saver(
+        workflow, next(n["id"] for n in workflow["nodes"] if n["type"] == "UnlearnKitSlugUnlearn"), 1, "patch"
+    )
     return workflow
 
 
 def suite_graphs(world: dict) -> dict:
-    """This module's graphs for the shared ComfyUI run (clip_suite.py)."""
-    graphs = {"apply": apply_graph(world), "other_model": refusal_graph(world, "other.safetensors"),
-              "twice": refusal_graph(world, "p1.safetensors", "p1.safetensors"), "none": refusal_graph(world, "none")}
-    if world["tiny"] is not None:
-        graphs.update(unlearn=unlearn_graph(world), no_images=unlearn_graph(world, forget_count=0),
-                      no_concept=unlearn_graph(world, concept="  "),
-                      hf_tower=hf_tower_graph(world, "\n".join(f"a handwritten digit in slanted style, take {i}" for i in range(4))),
-                      retain_mismatch=hf_tower_graph(world, "only one caption"))
-    if workflow_available():
-        graphs["workflow"] = workflow_graph()
+    """This module's graphs for the shared ComfyUI run (suite.py)."""
+    graphs = {
+        "apply": apply_graph(world),
+        "other_model": refusal_graph(world, "other.safetensors"),
+        "twice": refusal_graph(world, "p1.safetensors", "p1.safetensors"),
+        "none": refusal_graph(world, "none"),
+    }
+    graphs.update(unlearn=unlearn_graph(world), no_images=unlearn_graph(world, forget_count=0),
+                  no_concept=unlearn_graph(world, concept="  "),
+                  hf_tower=hf_tower_graph(world, "\n".join(f"a handwritten digit in slanted style, take {i}"
+                                                           for i in range(4))),
+                  retain_mismatch=hf_tower_graph(world, "only one caption"))
+    graphs["workflow"] = workflow_graph()
     return graphs
 
 
-world, comfy_run = clip_suite.fixtures(__name__)
+world, comfy_run = suite_fixtures(__name__)
 
 
 def ids_of(out_dir: Path, key: str) -> torch.Tensor:
@@ -205,7 +248,10 @@ def patched(world: dict, *names: str, strength: float = 1.0):
     model = copy.deepcopy(world["s"])
     for name in names:
         patch = world["patches"][name]
-        apply_patch(model, patch if strength == 1.0 else type(patch)(**{**patch.__dict__, "delta": patch.delta * strength}))
+        apply_patch(
+            model,
+            patch if strength == 1.0 else type(patch)(**{**patch.__dict__, "delta": patch.delta * strength}),
+        )
     return model
 
 
@@ -232,8 +278,6 @@ def test_apply_refusals(comfy_run, graph, fragments):
 
 
 def unlearn_result(comfy_run, world, name: str = "unlearn"):
-    if world["tiny"] is None:
-        pytest.skip("tiny-world weights not trained yet (unlearnkit/tinyworld/weights/clip.safetensors)")
     return comfy_run[name].assert_ok()
 
 
@@ -277,11 +321,15 @@ def test_slug_unlearn_with_an_hf_clip_folder_as_image_tower(comfy_run, world):
     assert patch.concept == "bold style" and patch.layer.startswith("text_model.encoder.layers.")
 
 
-@pytest.mark.parametrize(("graph", "fragment"), [("no_images", "forget_images: no images"), ("no_concept", "concept:"),
-                                                 ("retain_mismatch", "retain_captions: give one caption per retain image")])
+@pytest.mark.parametrize(
+    ("graph", "fragment"),
+    [
+        ("no_images", "forget_images: no images"),
+        ("no_concept", "concept:"),
+        ("retain_mismatch", "retain_captions: give one caption per retain image"),
+    ],
+)
 def test_slug_unlearn_bad_inputs(comfy_run, world, graph, fragment):
-    if world["tiny"] is None:
-        pytest.skip("tiny-world weights not trained yet")
     comfy_run[graph].assert_failed(fragment, "ValueError")
 
 
@@ -291,8 +339,6 @@ def test_example_workflow_erases_the_style(comfy_run):
     Measured (0.3.75, seed 1, 16 images of "a handwritten digit 3 in bold style"): bold 16/16 originally,
     16/16 with the patch at strength 1, 9/16 at strength 3 with 11/16 digits right.
     """
-    if not workflow_available():
-        pytest.skip("tiny-world paragon UNet not trained yet")
     r = comfy_run["workflow"].assert_ok()
     patch = load_patch(json.loads((r.out_dir / "patch.json").read_text())["text"])
     assert patch.concept == "bold style" and patch.layer.startswith("text_model.encoder.layers.")
@@ -302,10 +348,12 @@ def test_example_workflow_erases_the_style(comfy_run):
     style_judge, digit_judge = store.load_judge("style"), store.load_judge("digit")
     bold, digit_ok = {}, {}
     for tag in ("original", "erased", "erased_3x"):
-        images = torch.from_numpy(r.latent(tag)).permute(0, 3, 1, 2).float() * 2 - 1  # (B, 3, 16, 16) in [-1, 1]
+        images = (
+            torch.from_numpy(r.latent(tag)).permute(0, 3, 1, 2).float() * 2 - 1
+        )  # (B, 3, 16, 16) in [-1, 1]
         with torch.no_grad():
             bold[tag] = float((style_judge(images).argmax(1) == STYLES.index("bold")).float().mean())
             digit_ok[tag] = float((digit_judge(images).argmax(1) == 3).float().mean())
-    assert bold["original"] >= 0.8 and bold["erased"] <= bold["original"], bold
+    assert bold["original"] >= 0.8, bold
     assert bold["erased_3x"] <= bold["original"] - 0.25, bold
     assert digit_ok["erased_3x"] >= 0.5, digit_ok

@@ -75,7 +75,11 @@ def to_api_prompt(workflow: dict, input_types: InputTypes) -> dict:
     prompt = {}
     for node_id, node in nodes.items():
         kind = node["type"]
-        if kind in NOTE_TYPES or kind in ("Reroute", "PrimitiveNode") or node.get("mode") in (MODE_MUTED, MODE_BYPASSED):
+        if (
+            kind in NOTE_TYPES
+            or kind in ("Reroute", "PrimitiveNode")
+            or node.get("mode") in (MODE_MUTED, MODE_BYPASSED)
+        ):
             continue
         inputs = _widget_inputs(node, input_types(kind))
         for entry in node.get("inputs") or []:

@@ -41,7 +41,9 @@ def sample(gate, n=1000, steps=100, seed=0):
     g = torch.Generator().manual_seed(seed)
     sigmas = karras_sigmas(steps, 0.01, 80.0)
     composer = Composer(NAMES, gate)
-    return sample_euler_ancestral(lambda x, s: composer(x, s, evaluate), torch.randn(n, 2, generator=g) * 80.0, sigmas, g)
+    return sample_euler_ancestral(
+        lambda x, s: composer(x, s, evaluate), torch.randn(n, 2, generator=g) * 80.0, sigmas, g
+    )
 
 
 def test_gated_sampling_matches_joint_and_naive_averaging_does_not():

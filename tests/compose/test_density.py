@@ -22,13 +22,18 @@ def evaluate(i, x, sigma):
 
 
 def run(gate, steps: int, ode: bool, n: int = 1000, seed: int = 0):
-    """Sample with the gated composition; return samples and the mean L1 gap to the exact posterior per step."""
+    """Sample with the gated composition; return samples and the mean L1 gap to the exact posterior per
+    step."""
     composer = Composer(NAMES, gate)
     gaps = []
 
     def model(x, sigma):
         out = composer(x, sigma, evaluate)
-        gaps.append(float((composer.history[-1].weights - exact_posterior(SHARDS, PRIORS, x, sigma)).abs().sum(1).mean()))
+        gaps.append(
+            float(
+                (composer.history[-1].weights - exact_posterior(SHARDS, PRIORS, x, sigma)).abs().sum(1).mean()
+            )
+        )
         return out
 
     g = torch.Generator().manual_seed(seed)
@@ -40,7 +45,9 @@ def run(gate, steps: int, ode: bool, n: int = 1000, seed: int = 0):
 
 def test_score_from_x0_inverts_tweedie():
     x, sigma = torch.randn(5, 2), torch.full((5,), 0.7)
-    assert torch.allclose(score_from_x0(x, SHARDS[1].denoise(x, sigma), sigma), SHARDS[1].score(x, sigma), atol=1e-5)
+    assert torch.allclose(
+        score_from_x0(x, SHARDS[1].denoise(x, sigma), sigma), SHARDS[1].score(x, sigma), atol=1e-5
+    )
 
 
 def test_ito_increment_matches_formula_per_shard():
@@ -53,7 +60,10 @@ def test_ito_increment_matches_formula_per_shard():
 
 @pytest.mark.parametrize("ode", [False, True])
 def test_density_weights_converge_to_exact_posterior(ode):
-    gaps = {steps: max(run(DensityGate(NAMES, PRIORS.tolist(), ode=ode), steps, ode=ode, n=500)[1]) for steps in (30, 400)}
+    gaps = {
+        steps: max(run(DensityGate(NAMES, PRIORS.tolist(), ode=ode), steps, ode=ode, n=500)[1])
+        for steps in (30, 400)
+    }
     assert gaps[400] < 0.03, gaps
     assert gaps[400] < gaps[30] / 3, gaps
 

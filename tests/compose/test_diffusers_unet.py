@@ -18,9 +18,16 @@ ACP = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=
 def tiny_unet(seed: int, cross_attention_dim: int = 32) -> UNet2DConditionModel:
     torch.manual_seed(seed)
     return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=8,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        norm_num_groups=8,
     ).eval()
 
 
@@ -60,7 +67,12 @@ def test_half_mix_is_the_mix_of_predictions_for_either_prediction_type(unets, ki
 
 def test_other_architecture_is_refused(unets):
     with pytest.raises(ValueError, match="shard 'wide'.*differs from shard 'a'"):
-        ComposedUNet([unets[0], tiny_unet(2, cross_attention_dim=64)], ["a", "wide"], StaticGate(["a", "wide"], [1, 1]), ACP)
+        ComposedUNet(
+            [unets[0], tiny_unet(2, cross_attention_dim=64)],
+            ["a", "wide"],
+            StaticGate(["a", "wide"], [1, 1]),
+            ACP,
+        )
 
 
 def test_shard_files_load_and_bad_files_are_named(unets, tmp_path):

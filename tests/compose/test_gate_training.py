@@ -99,7 +99,9 @@ def test_adding_a_shard_warm_starts_from_the_old_gate(tmp_path):
     g = torch.Generator().manual_seed(3)
     lat3 = dict(lat, middle=torch.randn(64, 4, 8, 8, generator=g) * 0.3 - 1.0)
     held3 = dict(two_shards(seed=1), middle=torch.randn(64, 4, 8, 8, generator=g) * 0.3 - 1.0)
-    new = train_gate(lat3, str(tmp_path / "new.safetensors"), GateTrainConfig(steps=60, batch_size=32, seed=1), init=old)
+    new = train_gate(
+        lat3, str(tmp_path / "new.safetensors"), GateTrainConfig(steps=60, batch_size=32, seed=1), init=old
+    )
     assert new.config.names == ("left", "right", "middle")
     assert gate_accuracy(new, held3, sigma=0.1) > 0.9
 
@@ -121,5 +123,10 @@ def test_prompt_reading_gate_follows_the_prompt_at_high_noise(tmp_path):
     unprompted = gate(noise, sigma)  # the stored empty prompt: no preference at pure noise
     assert (unprompted[:, 0].mean() - 0.5).abs() < 0.25
     with pytest.raises(ValueError, match="contexts of shard 'right'"):
-        train_gate(lat, str(tmp_path / "h.safetensors"), GateTrainConfig(steps=1), contexts={"left": ctx["left"]},
-                   null_context=torch.zeros(2))
+        train_gate(
+            lat,
+            str(tmp_path / "h.safetensors"),
+            GateTrainConfig(steps=1),
+            contexts={"left": ctx["left"]},
+            null_context=torch.zeros(2),
+        )

@@ -66,7 +66,11 @@ def test_mix_x0_names_the_shard_with_nan_prediction():
 
 def test_mix_x0_names_the_shard_with_wrong_shape():
     with pytest.raises(ValueError, match="shard 'small'"):
-        mix_x0([torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 2, 2)], torch.tensor([[0.5, 0.5]]), names=["big", "small"])
+        mix_x0(
+            [torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 2, 2)],
+            torch.tensor([[0.5, 0.5]]),
+            names=["big", "small"],
+        )
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,19 @@ from unlearnkit.compose.shards import Shard, ShardSet, append_forget_log, parse_
 
 
 def make_set():
-    return ShardSet((
-        Shard("public", model="m0"),
-        Shard("getty", model="m1", tags=frozenset({"licensed"}), source="/w/getty.safetensors", sha256="ab" * 32),
-        Shard("alice", model="m2", tags=frozenset({"licensed", "alice"})),
-    ))
+    return ShardSet(
+        (
+            Shard("public", model="m0"),
+            Shard(
+                "getty",
+                model="m1",
+                tags=frozenset({"licensed"}),
+                source="/w/getty.safetensors",
+                sha256="ab" * 32,
+            ),
+            Shard("alice", model="m2", tags=frozenset({"licensed", "alice"})),
+        )
+    )
 
 
 def test_forget_drops_the_shard_and_records_its_hash():

@@ -49,12 +49,19 @@ def test_esd_training_turns_the_concept_direction_around(tiny_components):
 def test_retain_term_holds_retain_outputs_and_the_empty_prompt(tiny_components):
     comps = tiny_components()
     runs = {"none": dict(retain_weight=0.0), "retain": dict(retain_weight=3.0, retain_empty=True)}
-    drift = {k: probe(comps, train_erased_encoder(comps, dataclasses.replace(BASE, **v), progress=False).encoder)[1:]
-             for k, v in runs.items()}
+    drift = {
+        k: probe(comps, train_erased_encoder(comps, dataclasses.replace(BASE, **v), progress=False).encoder)[
+            1:
+        ]
+        for k, v in runs.items()
+    }
     assert drift["retain"][0] < 0.5 * drift["none"][0], drift  # retain prompts held
     assert drift["retain"][1] < 0.5 * drift["none"][1], drift  # and ε(∅), CFG's other branch
     prep = prepare(comps, BASE, torch.device("cpu"))
-    assert torch.equal(prep.retain_ids[-1:], tokenize(comps.tokenizer, [""])) and len(prep.retain_ids) == len(RETAIN) + 1
+    assert (
+        torch.equal(prep.retain_ids[-1:], tokenize(comps.tokenizer, [""]))
+        and len(prep.retain_ids) == len(RETAIN) + 1
+    )
 
 
 def test_resume_after_a_kill_is_bit_identical(tiny_components, tmp_path):
@@ -70,16 +77,25 @@ def test_resume_after_a_kill_is_bit_identical(tiny_components, tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        train_erased_encoder(comps, cfg, tmp_path / "b", checkpoint_every=2, progress=False, on_step=kill_at_5)
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["checkpoint-0000002.pt", "checkpoint-0000004.pt"]
+        train_erased_encoder(
+            comps, cfg, tmp_path / "b", checkpoint_every=2, progress=False, on_step=kill_at_5
+        )
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
+        "checkpoint-0000002.pt",
+        "checkpoint-0000004.pt",
+    ]
     with pytest.raises(FileExistsError, match="resume"):
         train_erased_encoder(comps, cfg, tmp_path / "b", checkpoint_every=2, progress=False)
-    resumed = train_erased_encoder(comps, cfg, tmp_path / "b", checkpoint_every=2, resume=True, progress=False)
+    resumed = train_erased_encoder(
+        comps, cfg, tmp_path / "b", checkpoint_every=2, resume=True, progress=False
+    )
     assert resumed.resumed_from == 4 and resumed.losses == full.losses
     for (name, a), b in zip(full.encoder.state_dict().items(), resumed.encoder.state_dict().values()):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="other settings.*lr"):
-        train_erased_encoder(comps, dataclasses.replace(cfg, lr=2e-3), tmp_path / "b", resume=True, progress=False)
+        train_erased_encoder(
+            comps, dataclasses.replace(cfg, lr=2e-3), tmp_path / "b", resume=True, progress=False
+        )
 
 
 def test_bad_input_is_refused_with_the_input_named(tiny_components):

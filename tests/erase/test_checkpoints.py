@@ -1,4 +1,6 @@
-"""Training checkpoints: plain data only (weights_only), newest kept, per-step generators independent of history."""
+"""Training checkpoints: plain data only (weights_only), newest kept, per-step generators independent of
+history."""
+
 import pickle
 
 import pytest

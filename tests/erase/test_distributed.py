@@ -10,8 +10,6 @@ import sys
 
 import pytest
 
-pytest.importorskip("accelerate")
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -20,15 +18,43 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_train_one_identical_encoder(request, tmp_path):
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("starts 2 processes (~45 s); opt in with -m slow")
-    pipeline_dir = request.getfixturevalue("pipeline_dir")
+def test_two_cpu_processes_train_one_identical_encoder(pipeline_dir, tmp_path):
     out = tmp_path / "erased.safetensors"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "unlearnkit", "erase", "train", "--cpu", "--pipeline", str(pipeline_dir), "--concept", "a photo of a cat",
-           "--retain", "a photo of a dog", "--out", str(out), "--iterations", "3", "--warmup", "1", "--attack-steps", "2",
-           "--sampler-steps", "3", "--lr", "1e-3", "--bank-size", "1", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "unlearnkit",
+        "erase",
+        "train",
+        "--cpu",
+        "--pipeline",
+        str(pipeline_dir),
+        "--concept",
+        "a photo of a cat",
+        "--retain",
+        "a photo of a dog",
+        "--out",
+        str(out),
+        "--iterations",
+        "3",
+        "--warmup",
+        "1",
+        "--attack-steps",
+        "2",
+        "--sampler-steps",
+        "3",
+        "--lr",
+        "1e-3",
+        "--bank-size",
+        "1",
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

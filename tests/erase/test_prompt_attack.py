@@ -32,7 +32,9 @@ def test_a_judge_stops_the_attack_at_its_first_yes(tiny_components):
         return len(seen) == 2
 
     cfg = PromptAttackConfig(tokens=2, steps=50, check_every=5, eval_draws=1)
-    res = prompt_attack(comps.text_encoder, den, draw, comps.tokenizer, cfg, torch.Generator(), judge=judge, base_ids=ids)
+    res = prompt_attack(
+        comps.text_encoder, den, draw, comps.tokenizer, cfg, torch.Generator(), judge=judge, base_ids=ids
+    )
     assert res.success is True and res.steps_run == 10 and len(seen) == 2
     assert torch.equal(seen[-1], with_prefix_tokens(ids, res.prefix))
     assert eval_loss(comps.text_encoder, den, [draw(torch.Generator().manual_seed(0))], res.prefix) > 0

@@ -15,7 +15,10 @@ def setup(tiny_components):
     den = Denoiser(comps.unet, comps.scheduler, SamplerConfig(steps=4, guidance=3.0))
     ids = tokenize(comps.tokenizer, ["a photo of a cat"])
     with torch.no_grad():
-        cond, uncond = encode_ids(comps.text_encoder, ids), encode_ids(comps.text_encoder, tokenize(comps.tokenizer, [""]))
+        cond, uncond = (
+            encode_ids(comps.text_encoder, ids),
+            encode_ids(comps.text_encoder, tokenize(comps.tokenizer, [""])),
+        )
     bank = TrajectoryBank(den, cond, uncond, 2, torch.Generator().manual_seed(0))
     return comps, erased, den, ids, cond, bank
 
@@ -44,7 +47,9 @@ def test_latest_init_warm_starts_and_random_init_does_not(setup):
     draw = denoise_concept(den, bank.states[:, 0, -1], ids)
     start = torch.ones(1, 1, 32)
     warm = soft_prompt_attack(erased, den, draw, SoftAttackConfig(steps=1, lr=1e-3), torch.Generator(), start)
-    cold = soft_prompt_attack(erased, den, draw, SoftAttackConfig(steps=1, lr=1e-3, init="random"), torch.Generator(), start)
+    cold = soft_prompt_attack(
+        erased, den, draw, SoftAttackConfig(steps=1, lr=1e-3, init="random"), torch.Generator(), start
+    )
     assert (warm.delta - start).abs().max() <= 1e-3 + 1e-6
     assert (cold.delta - start).abs().max() > 0.5
 

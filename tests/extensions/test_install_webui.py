@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from unlearnkit import cli, webui_install
+from unlearnkit import cli
+from unlearnkit.cli import install_webui as webui_install
 
 ROOT = Path(__file__).resolve().parents[2]
 EXT = ROOT / "extensions" / "sd-webui-unlearnkit"
@@ -36,10 +37,13 @@ def load_like_webui(script: Path) -> str:
         "module = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"
         "import unlearnkit.webui\n"
-        "print(json.dumps({'core': list(unlearnkit.webui.__path__)[0], 'script': module.UnlearnKitScript().title()}))\n"
+        "print(json.dumps({'core': list(unlearnkit.webui.__path__)[0], 'script': "
+        "module.UnlearnKitScript().title()}))\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(SITE), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, cwd="/", timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, cwd="/", timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])["core"]
 

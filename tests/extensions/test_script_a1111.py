@@ -55,7 +55,9 @@ def world(tmp_path, monkeypatch):
     io.save_safetensors(models / "UnlearnKit" / "text_encoders" / "erased.safetensors", erased.state_dict())
     (models / "UnlearnKit" / "slug_patches").mkdir(parents=True)
     layer = "encoder.layers.1.mlp.fc1.weight"
-    patch = make_patch(clip, layer, torch.randn_like(dict(clip.named_parameters())[layer]) * 0.5, "digit seven", 1.0)
+    patch = make_patch(
+        clip, layer, torch.randn_like(dict(clip.named_parameters())[layer]) * 0.5, "digit seven", 1.0
+    )
     save_patch(patch, models / "UnlearnKit" / "slug_patches" / "seven.safetensors")
     checkpoints = {f"{n}.safetensors": ckpt / f"{n}.safetensors" for n in unets}
     sd_model = standin.A1111Model(unets["base"], CondStage(clip), encoder_of(clip),
@@ -84,9 +86,13 @@ def test_mixed_generation_equals_the_core_mixture_and_the_hook_is_removed(world)
     unet = world.sd_model.model.diffusion_model
     p, out = run(world, mix(("a.safetensors", 0.75), ("b.safetensors", 0.25)))
     assert "forward" not in unet.__dict__
-    composed = ComposedUNet([world.unets["a"], world.unets["b"]], ["a", "b"], StaticGate(["a", "b"], [0.75, 0.25]), standin.ACP)
-    reference = SimpleNamespace(model=SimpleNamespace(diffusion_model=lambda x, t, context: composed(x, t, context).sample),
-                                get_learned_conditioning=encoder_of(world.clip))
+    composed = ComposedUNet(
+        [world.unets["a"], world.unets["b"]], ["a", "b"], StaticGate(["a", "b"], [0.75, 0.25]), standin.ACP
+    )
+    reference = SimpleNamespace(
+        model=SimpleNamespace(diffusion_model=lambda x, t, context: composed(x, t, context).sample),
+        get_learned_conditioning=encoder_of(world.clip),
+    )
     q = standin.StableDiffusionProcessing(reference, "seven")
     q.setup_conds()
     with torch.no_grad():
@@ -118,7 +124,9 @@ def test_hook_restored_when_sampling_fails(world):
 
 def test_settings_that_cannot_run_refuse_to_sample(world):
     p = standin.StableDiffusionProcessing(world.sd_model, "seven")
-    bad = panel.PanelSettings(enabled=True, shards=(("a.safetensors", 1.0),), gate="classifier", gate_file="missing.safetensors")
+    bad = panel.PanelSettings(
+        enabled=True, shards=(("a.safetensors", 1.0),), gate="classifier", gate_file="missing.safetensors"
+    )
     world.script.process(p, *panel.to_controls(bad))
     with pytest.raises(RuntimeError, match="UnlearnKit: gate: 'missing.safetensors' not found"):
         p.sample()
@@ -131,7 +139,9 @@ def test_text_encoder_swap_changes_conds_restores_weights_and_clears_the_cond_ca
     assert (p1.computed_conds, p2.computed_conds) == (2, 0)  # no edits: the webui's cache is kept
     calls = world.sd_model.encoder_calls
     p3, _ = run(world, panel.PanelSettings(enabled=True, text_encoder="erased.safetensors"), steps=1)
-    assert world.sd_model.encoder_calls == calls + 3  # one warm-up (host LoRA merge) before editing, cond, uncond
+    assert (
+        world.sd_model.encoder_calls == calls + 3
+    )  # one warm-up (host LoRA merge) before editing, cond, uncond
     assert p3.computed_conds == 2 and torch.allclose(p3.c, encoder_of(world.erased)(["seven"] * 2), atol=1e-5)
     assert all(torch.equal(before[k], v) for k, v in world.sd_model.cond_stage_model.state_dict().items())
     p4, _ = run(world, panel.PanelSettings(), steps=1)
@@ -145,21 +155,31 @@ RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')  
 
 
 def parse_like_webui(params):
-    text = ", ".join(f"{k}: {json.dumps(v) if any(c in str(v) for c in ',:') else v}" for k, v in params.items())
+    text = ", ".join(
+        f"{k}: {json.dumps(v) if any(c in str(v) for c in ',:') else v}" for k, v in params.items()
+    )
     return {k: json.loads(v) if v.startswith('"') else v for k, v in RE_PARAM.findall(text)}
 
 
 def test_panel_controls_and_infotext_round_trip(world):
     assert [c.kind for c in world.controls[:3]] == ["Checkbox", "Dropdown", "Slider"]
     assert len(world.controls) == len(panel.control_names())
-    assert world.controls[1].kwargs["choices"] == ["None", "a.safetensors", "b.safetensors", "base.safetensors"]
+    assert world.controls[1].kwargs["choices"] == [
+        "None",
+        "a.safetensors",
+        "b.safetensors",
+        "base.safetensors",
+    ]
     assert world.controls[-2].kwargs["choices"] == ["None", "erased.safetensors"]
     settings = panel.PanelSettings(enabled=True, shards=(("b.safetensors", 0.4), ("a.safetensors", 0.6)),
                                    gate="density", prune_eps=0.02, text_encoder="erased.safetensors",
                                    slug_patches=("seven.safetensors",))
     p = standin.StableDiffusionProcessing(world.sd_model, "seven")
     world.script.process(p, *panel.to_controls(settings))
-    assert p.extra_generation_params["UnlearnKit shard hash 1"] == io.file_sha256(world.models / "Stable-diffusion" / "b.safetensors")[:10]
+    assert (
+        p.extra_generation_params["UnlearnKit shard hash 1"]
+        == io.file_sha256(world.models / "Stable-diffusion" / "b.safetensors")[:10]
+    )
     pasted = parse_like_webui(p.extra_generation_params)
     fields = world.script.infotext_fields
     assert [c for c, _ in fields] == world.controls
@@ -181,5 +201,11 @@ def test_refresh_button_lists_new_files(world):
 def test_attribution_plot_is_added_to_the_outputs(world):
     p, _ = run(world, mix(("a.safetensors", 0.5), ("b.safetensors", 0.5)))
     processed = standin.Processed([Image.new("RGB", (8, 8))], ["info"])
-    world.script.postprocess(p, processed, *panel.to_controls(mix(("a.safetensors", 0.5), ("b.safetensors", 0.5))))
-    assert len(processed.images) == 2 and isinstance(processed.images[1], Image.Image) and processed.infotexts == ["info", "info"]
+    world.script.postprocess(
+        p, processed, *panel.to_controls(mix(("a.safetensors", 0.5), ("b.safetensors", 0.5)))
+    )
+    assert (
+        len(processed.images) == 2
+        and isinstance(processed.images[1], Image.Image)
+        and processed.infotexts == ["info", "info"]
+    )

@@ -3,9 +3,10 @@ clone of ``forge_objects.unet``; one CFG denoising step through Forge's sampling
 core's mixture of the shards' own ``apply_model`` (same weights for cond and uncond).
 
 Runs against REAL Forge code (``backend.sampling.sampling_function.sampling_function_inner``,
-``backend.patcher.unet.UnetPatcher``, ``backend.modules.k_model.KModel``) when UNLEARNKIT_FORGE_DIR names a
-stable-diffusion-webui-forge checkout (it imports offline on CPU; it needs the `gguf` package); always
-against the LABELLED STAND-IN below, which restates only that contract.
+``backend.patcher.unet.UnetPatcher``, ``backend.modules.k_model.KModel``) from UNLEARNKIT_FORGE_DIR, by
+default
+``../shared/hosts/forge`` beside the repository (it imports offline on CPU; it needs the `gguf` package);
+also against the LABELLED STAND-IN below, which restates only that contract.
 """
 import copy
 import os
@@ -19,10 +20,13 @@ import webui_standin as standin
 from tiny_models import save_checkpoint, tiny_unet
 from torch import nn
 
-from unlearnkit.webui import library as lib
+from unlearnkit.webui import model_files as lib
 from unlearnkit.webui import settings as panel
 
-FORGE_DIR = os.environ.get("UNLEARNKIT_FORGE_DIR", "")
+# Forge's backend, unmodified: $UNLEARNKIT_FORGE_DIR, else the team's snapshot beside the repository
+FORGE_DIR = os.environ.get("UNLEARNKIT_FORGE_DIR") or str(
+    Path(__file__).resolve().parents[3] / "shared" / "hosts" / "forge"
+)
 
 
 # ---- labelled stand-in of Forge's backend (restates backend/modules/k_model.py, backend/patcher/unet.py,
@@ -42,9 +46,13 @@ class StandInKModel(nn.Module):
         super().__init__()
         self.diffusion_model, self.predictor, self.config = diffusion_model, StandInPrediction(), config
 
-    def apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kwargs):
+    def apply_model(
+        self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kwargs
+    ):
         sigma = t.view(-1, 1, 1, 1)
-        eps = self.diffusion_model(x / (sigma**2 + 1) ** 0.5, self.predictor.timestep(t).float(), context=c_crossattn)
+        eps = self.diffusion_model(
+            x / (sigma**2 + 1) ** 0.5, self.predictor.timestep(t).float(), context=c_crossattn
+        )
         return x - eps * sigma
 
 
@@ -70,7 +78,12 @@ class StandInUnetPatcher:
 def standin_sampling(model, x, sigma, uncond, cond, cond_scale, model_options):
     """Forge batches [uncond, cond] (cond_or_uncond [1, 0]) and calls the wrapper with the VE pair."""
     c = {"c_crossattn": torch.cat([uncond, cond]), "transformer_options": {}}
-    args = {"input": torch.cat([x, x]), "timestep": torch.cat([sigma, sigma]), "c": c, "cond_or_uncond": [1, 0]}
+    args = {
+        "input": torch.cat([x, x]),
+        "timestep": torch.cat([sigma, sigma]),
+        "c": c,
+        "cond_or_uncond": [1, 0],
+    }
     uncond_pred, cond_pred = model_options["model_function_wrapper"](model.apply_model, args).chunk(2)
     return uncond_pred + (cond_pred - uncond_pred) * cond_scale
 
@@ -105,15 +118,23 @@ def real_forge():
 
 
 BACKENDS = {
-    "stand-in": lambda: SimpleNamespace(kmodel=StandInKModel, patcher=StandInUnetPatcher, sample=standin_sampling),
+    "stand-in": lambda: SimpleNamespace(
+        kmodel=StandInKModel, patcher=StandInUnetPatcher, sample=standin_sampling
+    ),
     "real Forge": real_forge,
 }
 
 
 @pytest.fixture(params=list(BACKENDS))
 def forge(request):
-    if request.param == "real Forge" and not (Path(FORGE_DIR) / "backend" / "sampling" / "sampling_function.py").is_file():
-        pytest.skip("set UNLEARNKIT_FORGE_DIR to a stable-diffusion-webui-forge checkout to run against real Forge code")
+    if (
+        request.param == "real Forge"
+        and not (Path(FORGE_DIR) / "backend" / "sampling" / "sampling_function.py").is_file()
+    ):
+        pytest.skip(
+            f"no Forge backend at {FORGE_DIR}: set UNLEARNKIT_FORGE_DIR to a stable-diffusion-webui-forge "
+            "checkout to run against real Forge code"
+        )
     return BACKENDS[request.param]()
 
 
@@ -128,11 +149,19 @@ def world(tmp_path, monkeypatch, forge):
         checkpoints[f"{name}.safetensors"] = ckpt / f"{name}.safetensors"
     base_dm = standin.LdmUNet(unets["base"])
     unet = forge.patcher(forge.kmodel(base_dm))
-    sd_model = SimpleNamespace(forge_objects=SimpleNamespace(unet=unet),
-                               sd_checkpoint_info=standin.CheckpointInfo("base.safetensors", checkpoints["base.safetensors"]))
-    module = standin.load_script(monkeypatch, standin.webui_modules(tmp_path / "models", sd_model, checkpoints))
-    monkeypatch.setattr(module, "forge_load_unet", lambda path: forge.patcher(forge.kmodel(lib.load_unet_like(base_dm, path))))
-    return SimpleNamespace(module=module, script=module.UnlearnKitScript(), sd_model=sd_model, forge=forge, base=unet)
+    sd_model = SimpleNamespace(
+        forge_objects=SimpleNamespace(unet=unet),
+        sd_checkpoint_info=standin.CheckpointInfo("base.safetensors", checkpoints["base.safetensors"]),
+    )
+    module = standin.load_script(
+        monkeypatch, standin.webui_modules(tmp_path / "models", sd_model, checkpoints)
+    )
+    monkeypatch.setattr(
+        module, "forge_load_unet", lambda path: forge.patcher(forge.kmodel(lib.load_unet_like(base_dm, path)))
+    )
+    return SimpleNamespace(
+        module=module, script=module.UnlearnKitScript(), sd_model=sd_model, forge=forge, base=unet
+    )
 
 
 def prepare(world, settings):
@@ -160,7 +189,9 @@ def test_forge_step_equals_the_core_mixture(world):
         out = world.forge.sample(clone.model, x, sigma, uncond, cond, 3.0, clone.model_options)
         x0 = {}
         for which, c in (("cond", cond), ("uncond", uncond)):
-            preds = [s.model.apply_model(x, sigma, c_crossattn=c, transformer_options={}) for s in shard_patchers]
+            preds = [
+                s.model.apply_model(x, sigma, c_crossattn=c, transformer_options={}) for s in shard_patchers
+            ]
             x0[which] = 0.75 * preds[0] + 0.25 * preds[1]
     expected = x0["uncond"] + (x0["cond"] - x0["uncond"]) * 3.0
     assert torch.allclose(out, expected, atol=1e-4), (out - expected).abs().max()
@@ -169,7 +200,9 @@ def test_forge_step_equals_the_core_mixture(world):
 
 
 def test_forge_loaded_checkpoint_is_evaluated_through_the_host_apply_model(world):
-    settings = panel.PanelSettings(enabled=True, shards=(("base.safetensors", 0.5), ("a.safetensors", 0.5)), gate="density")
+    settings = panel.PanelSettings(
+        enabled=True, shards=(("base.safetensors", 0.5), ("a.safetensors", 0.5)), gate="density"
+    )
     _, clone = prepare(world, settings)
     assert len(clone.extra_model_patchers_during_sampling) == 1
     x, sigma, cond, uncond = inputs()
@@ -196,7 +229,8 @@ def test_forge_refuses_to_sample_when_the_mixture_cannot_be_built(world, monkeyp
 
 
 def test_forge_text_encoder_patch_is_applied_after_the_host_loads_the_clip_patcher(tmp_path, monkeypatch):
-    """Forge merges LoRAs when it loads the CLIP patcher: the script loads it before editing (stand-in only)."""
+    """Forge merges LoRAs when it loads the CLIP patcher: the script loads it before editing (stand-in
+    only)."""
     import types
 
     from tiny_models import tiny_clip
@@ -220,8 +254,10 @@ def test_forge_text_encoder_patch_is_applied_after_the_host_loads_the_clip_patch
         return torch.zeros(len(prompts), 3, 32)
 
     clip_patcher = object()
-    sd_model = SimpleNamespace(forge_objects=SimpleNamespace(clip=SimpleNamespace(cond_stage_model=holder, patcher=clip_patcher)),
-                               get_learned_conditioning=encode)
+    sd_model = SimpleNamespace(
+        forge_objects=SimpleNamespace(clip=SimpleNamespace(cond_stage_model=holder, patcher=clip_patcher)),
+        get_learned_conditioning=encode,
+    )
     memory_management = types.ModuleType("backend.memory_management")
     memory_management.load_model_gpu = lambda patcher: events.append(("load", patcher is clip_patcher))
     backend = types.ModuleType("backend")
@@ -231,10 +267,14 @@ def test_forge_text_encoder_patch_is_applied_after_the_host_loads_the_clip_patch
     module = standin.load_script(monkeypatch, standin.webui_modules(tmp_path / "models", sd_model, {}))
     original = float(dict(clip.named_parameters())[layer].sum())
     p = StableDiffusionProcessing(sd_model, "x")
-    module.UnlearnKitScript().process(p, *panel.to_controls(panel.PanelSettings(enabled=True, slug_patches=("x.safetensors",))))
+    module.UnlearnKitScript().process(
+        p, *panel.to_controls(panel.PanelSettings(enabled=True, slug_patches=("x.safetensors",)))
+    )
     p.setup_conds()
     assert events[0] == ("load", True)
     patched = original + patch.delta.numel()
-    assert [e[0] for e in events[1:]] == ["encode", "encode"] and all(abs(e[1] - patched) < 1e-2 for e in events[1:])
+    assert [e[0] for e in events[1:]] == ["encode", "encode"] and all(
+        abs(e[1] - patched) < 1e-2 for e in events[1:]
+    )
     with torch.no_grad():
         assert float(dict(clip.named_parameters())[layer].sum()) == original

@@ -52,7 +52,8 @@ class CheckpointInfo:
 
 
 class LdmUNet(nn.Module):
-    """LDM UNetModel's call convention, forward(x, timesteps=None, context=None, **kw) -> eps, over a diffusers UNet."""
+    """LDM UNetModel's call convention, forward(x, timesteps=None, context=None, **kw) -> eps, over a
+    diffusers UNet."""
 
     def __init__(self, unet):
         super().__init__()
@@ -121,7 +122,9 @@ class StableDiffusionProcessing:
             sigma = sigmas[i].expand(x.shape[0])
             x_in, sigma_in = torch.cat([x, x]), torch.cat([sigma, sigma])
             c_in = 1 / (sigma_in**2 + 1) ** 0.5
-            eps = unet(x_in * c_in.view(-1, 1, 1, 1), sigma_to_t(sigma_in), context=torch.cat([self.c, self.uc]))
+            eps = unet(
+                x_in * c_in.view(-1, 1, 1, 1), sigma_to_t(sigma_in), context=torch.cat([self.c, self.uc])
+            )
             out = x_in - eps * sigma_in.view(-1, 1, 1, 1)
             cond, uncond = out.chunk(2)
             denoised = uncond + (cond - uncond) * self.cfg_scale

@@ -28,7 +28,9 @@ def test_text_encoder_is_the_clip_text_tower():
     enc = text_encoder_from_clip(clip)
     ids = torch.tensor([[49406, 320, 1125, 49407, 49407]])
     with torch.no_grad():
-        assert torch.allclose(enc(input_ids=ids).last_hidden_state, clip.text_model(input_ids=ids).last_hidden_state)
+        assert torch.allclose(
+            enc(input_ids=ids).last_hidden_state, clip.text_model(input_ids=ids).last_hidden_state
+        )
     assert encode_prompts(enc, ["digit 7", ""]).shape == (2, 77, 64)
 
 
@@ -38,7 +40,9 @@ def test_token_embedding_init_is_seeded():
 
 def test_unet_shapes():
     unet = build_unet()
-    out = unet(torch.randn(2, 4, 8, 8), torch.tensor([10, 500]), encoder_hidden_states=torch.randn(2, 77, 64)).sample
+    out = unet(
+        torch.randn(2, 4, 8, 8), torch.tensor([10, 500]), encoder_hidden_states=torch.randn(2, 77, 64)
+    ).sample
     assert out.shape == (2, 4, 8, 8)
     assert JudgeNet(10)(torch.zeros(3, 3, 16, 16)).shape == (3, 10)
 
@@ -54,5 +58,7 @@ def test_compact_clip_storage_roundtrip(tmp_path):
     back = store.load_clip(tmp_path)
     a, b = clip.state_dict(), back.state_dict()
     assert all(torch.equal(a[k].half().float(), b[k]) for k in a if a[k].is_floating_point())
-    store.save_clip(back, tmp_path / "again" / "clip.safetensors")  # fp16-rounded init rows count as untouched
+    store.save_clip(
+        back, tmp_path / "again" / "clip.safetensors"
+    )  # fp16-rounded init rows count as untouched
     assert (tmp_path / "again" / "clip.safetensors").stat().st_size == path.stat().st_size

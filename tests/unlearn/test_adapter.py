@@ -8,7 +8,12 @@ from unlearnkit.unlearn.adapter import Encoders, candidate_layers
 
 def test_toy_adapter_follows_protocol(toy):
     assert isinstance(toy, Encoders)
-    assert [n for n, _ in toy.named_layers()] == ["image_in.weight", "image_out.weight", "text_in.weight", "text_out.weight"]
+    assert [n for n, _ in toy.named_layers()] == [
+        "image_in.weight",
+        "image_out.weight",
+        "text_in.weight",
+        "text_out.weight",
+    ]
 
 
 def test_candidate_layers_skip_biases_norms_embeddings_projections(make_open_clip):
@@ -18,7 +23,9 @@ def test_candidate_layers_skip_biases_norms_embeddings_projections(make_open_cli
     assert "visual.transformer.resblocks.0.mlp.c_fc.weight" in names
     assert "transformer.resblocks.0.attn.out_proj.weight" in names
     for bad in ("bias", "ln_", "embedding", "logit_scale", "conv1", "proj"):
-        assert not [n for n in names if bad in n and "in_proj" not in n and "out_proj" not in n and "c_proj" not in n]
+        assert not [
+            n for n in names if bad in n and "in_proj" not in n and "out_proj" not in n and "c_proj" not in n
+        ]
     assert len(names) == 16  # 2 towers x 2 blocks x (in_proj, out_proj, c_fc, c_proj)
 
 
@@ -101,10 +108,16 @@ def test_encoder_pair_wraps_plain_functions(toy, make_batches):
     forget, retain = make_batches((8, 8))
     ours = layer_gradients(pair, forget, retain, progress=False)
     ref = layer_gradients(toy, forget, retain, layers=["text_in.weight", "text_out.weight"], progress=False)
-    assert all(torch.equal(ours.forget[n], ref.forget[n]) and torch.equal(ours.retain[n], ref.retain[n]) for n in ours.names)
+    assert all(
+        torch.equal(ours.forget[n], ref.forget[n]) and torch.equal(ours.retain[n], ref.retain[n])
+        for n in ours.names
+    )
     with pytest.raises(ValueError, match="image_prefixes"):
         EncoderPair(toy.model, toy.encode_image, toy.encode_text, toy.tokenize, (8, 8), tower="image")
-    assert float(EncoderPair(toy.model, toy.encode_image, toy.encode_text, toy.tokenize, (8, 8)).logit_scale()) == 100.0
+    assert (
+        float(EncoderPair(toy.model, toy.encode_image, toy.encode_text, toy.tokenize, (8, 8)).logit_scale())
+        == 100.0
+    )
 
 
 def test_pil_images_keep_their_aspect_ratio_like_clip_preprocessing(toy):

@@ -19,7 +19,9 @@ def test_ga_ft_keeps_retain_loss_below_plain_ga(make_toy, make_batches):
     never = lambda: (1.0, 1.0)  # noqa: E731  run the whole budget
     ga_enc, ft_enc = make_toy(), make_toy()
     gradient_ascent(ga_enc, forget, never, GradientAscentConfig(lr=1e-2, max_steps=30, progress=False))
-    r = ga_ft(ft_enc, forget, retain, never, GaFtConfig(lr=1e-2, max_steps=30, retain_weight=1.0, progress=False))
+    r = ga_ft(
+        ft_enc, forget, retain, never, GaFtConfig(lr=1e-2, max_steps=30, retain_weight=1.0, progress=False)
+    )
     assert r.steps == 30 and not r.reached
     assert _retain_loss(ft_enc, retain) < _retain_loss(ga_enc, retain)
 

@@ -1,4 +1,6 @@
-"""Gradient ascent baseline: trains only the editable tower, stops at the forget level, restores grad flags."""
+"""Gradient ascent baseline: trains only the editable tower, stops at the forget level, restores grad
+flags."""
+
 import pytest
 import torch
 
@@ -34,7 +36,12 @@ def test_ga_lowers_similarity_until_the_forget_level_and_only_in_its_tower(make_
 
 def test_ga_stops_at_the_budget_when_the_level_is_not_reached(toy, make_batches):
     forget, _ = make_batches((8, 8))
-    r = gradient_ascent(toy, forget, lambda: (1.0, 1.0), GradientAscentConfig(lr=1e-3, max_steps=4, eval_every=3, progress=False))
+    r = gradient_ascent(
+        toy,
+        forget,
+        lambda: (1.0, 1.0),
+        GradientAscentConfig(lr=1e-3, max_steps=4, eval_every=3, progress=False),
+    )
     assert not r.reached and r.steps == 4 and [h[0] for h in r.history] == [3, 4]
 
 
@@ -42,7 +49,11 @@ def test_ga_already_forgotten_takes_no_step(toy, make_batches):
     forget, _ = make_batches((8, 8))
     before = {k: v.clone() for k, v in toy.model.state_dict().items()}
     r = gradient_ascent(toy, forget, lambda: (0.0, 1.0), GradientAscentConfig(progress=False))
-    assert r.reached and r.steps == 0 and all(torch.equal(v, toy.model.state_dict()[k]) for k, v in before.items())
+    assert (
+        r.reached
+        and r.steps == 0
+        and all(torch.equal(v, toy.model.state_dict()[k]) for k, v in before.items())
+    )
 
 
 def test_ga_config_and_input_checks(toy, make_batches):

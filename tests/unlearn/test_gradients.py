@@ -19,7 +19,9 @@ def test_contrastive_loss_matches_open_clip():
     img, txt = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
     scale = torch.tensor(7.0)
     ours = contrastive_loss(img, txt, scale)
-    ref = ClipLoss()(torch.nn.functional.normalize(img, dim=-1), torch.nn.functional.normalize(txt, dim=-1), scale)
+    ref = ClipLoss()(
+        torch.nn.functional.normalize(img, dim=-1), torch.nn.functional.normalize(txt, dim=-1), scale
+    )
     assert ours.item() == pytest.approx(ref.item(), rel=1e-6)
 
 
@@ -41,8 +43,12 @@ def test_gradients_are_batch_averages_of_the_real_gradients(toy, make_batches):
     grads = layer_gradients(toy, forget, retain, progress=False)
     assert grads.names == [n for n, _ in toy.named_layers()]
     for name in ("image_in.weight", "text_out.weight"):
-        want_f = (_manual_grad(toy, forget[0], "forget", name) + _manual_grad(toy, forget[1], "forget", name)) / 2
-        want_r = (_manual_grad(toy, retain[0], "retain", name) + _manual_grad(toy, retain[1], "retain", name)) / 2
+        want_f = (
+            _manual_grad(toy, forget[0], "forget", name) + _manual_grad(toy, forget[1], "forget", name)
+        ) / 2
+        want_r = (
+            _manual_grad(toy, retain[0], "retain", name) + _manual_grad(toy, retain[1], "retain", name)
+        ) / 2
         assert torch.allclose(grads.forget[name], want_f, atol=1e-6)
         assert torch.allclose(grads.retain[name], want_r, atol=1e-6)
     assert grads.forget_loss > 0 and grads.retain_loss > 0
@@ -54,7 +60,11 @@ def test_model_state_is_left_alone(toy, make_batches):
     toy.model.text_in.weight.requires_grad_(False)
     before = {k: v.clone() for k, v in toy.model.state_dict().items()}
     layer_gradients(toy, forget, retain, progress=False)
-    assert toy.model.training and not toy.model.text_in.weight.requires_grad and toy.model.image_in.weight.requires_grad
+    assert (
+        toy.model.training
+        and not toy.model.text_in.weight.requires_grad
+        and toy.model.image_in.weight.requires_grad
+    )
     assert all(p.grad is None for p in toy.model.parameters())
     assert all(torch.equal(before[k], v) for k, v in toy.model.state_dict().items())
 

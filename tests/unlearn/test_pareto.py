@@ -58,20 +58,34 @@ def test_pareto_front_rejects_nan_and_mismatched_shapes():
 
 
 def test_relative_depth_per_block_stack():
-    names = ["visual.transformer.resblocks.0.mlp.c_fc.weight", "visual.transformer.resblocks.3.mlp.c_fc.weight",
-             "transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.1.attn.in_proj_weight", "head.weight"]
+    names = [
+        "visual.transformer.resblocks.0.mlp.c_fc.weight",
+        "visual.transformer.resblocks.3.mlp.c_fc.weight",
+        "transformer.resblocks.0.attn.in_proj_weight",
+        "transformer.resblocks.1.attn.in_proj_weight",
+        "head.weight",
+    ]
     assert relative_depth(names).tolist() == [0.25, 1.0, 0.5, 1.0, 0.0]
 
 
 def _scores():
-    names = ["enc.layers.0.fc.weight", "enc.layers.1.fc.weight", "enc.layers.2.fc.weight", "enc.layers.2.out.weight"]
+    names = [
+        "enc.layers.0.fc.weight",
+        "enc.layers.1.fc.weight",
+        "enc.layers.2.fc.weight",
+        "enc.layers.2.out.weight",
+    ]
     imp, ali = np.array([3.0, 2.0, 1.0, 0.5]), np.array([0.3, 0.2, 0.9, 0.1])  # 2 dominated by 0 and 1
     return LayerScores(names, imp, ali, pareto_front(imp, ali))
 
 
 def test_choose_layer_deepest_on_front_by_default():
     scores = _scores()
-    assert scores.front_names == ["enc.layers.2.out.weight", "enc.layers.1.fc.weight", "enc.layers.0.fc.weight"]
+    assert scores.front_names == [
+        "enc.layers.2.out.weight",
+        "enc.layers.1.fc.weight",
+        "enc.layers.0.fc.weight",
+    ]
     assert choose_layer(scores) == "enc.layers.2.out.weight"
 
 
@@ -79,7 +93,9 @@ def test_choose_layer_by_name_and_unknown_name(caplog):
     scores = _scores()
     assert choose_layer(scores, "enc.layers.0.fc.weight") == "enc.layers.0.fc.weight"
     with caplog.at_level(logging.WARNING):
-        assert choose_layer(scores, "enc.layers.2.fc.weight") == "enc.layers.2.fc.weight"  # off the front: allowed
+        assert (
+            choose_layer(scores, "enc.layers.2.fc.weight") == "enc.layers.2.fc.weight"
+        )  # off the front: allowed
     assert "not on the Pareto front" in caplog.text
     with pytest.raises(ValueError, match=r"enc\.layers\.9\.fc\.weight.*did you mean.*enc\.layers\.") as err:
         choose_layer(scores, "enc.layers.9.fc.weight")
@@ -135,4 +151,9 @@ def test_candidate_order_rank_then_depth_then_importance():
     imp, ali = np.array([3.0, 1.0, 2.0, 0.5]), np.array([0.1, 0.2, 0.3, 0.01])
     s = LayerScores(names, imp, ali, pareto_front(imp, ali))
     assert s.ranks.tolist() == [0, 1, 1, 0]
-    assert [names[i] for i in s.candidate_order()] == ["t.layers.0.q", "t.layers.0.v", "t.layers.1.v", "t.layers.1.q"]
+    assert [names[i] for i in s.candidate_order()] == [
+        "t.layers.0.q",
+        "t.layers.0.v",
+        "t.layers.1.v",
+        "t.layers.1.q",
+    ]

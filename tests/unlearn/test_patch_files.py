@@ -29,7 +29,10 @@ def test_patched_file_equals_patched_model_and_keeps_other_tensors(make_hf_clip,
     expected = model.state_dict()
     assert all(torch.allclose(state[k], expected[k], atol=1e-6) for k in state)
     before, _ = io.load_state_dict(src)
-    assert torch.equal(state["text_model.encoder.layers.0.mlp.fc1.weight"], before["text_model.encoder.layers.0.mlp.fc1.weight"])
+    assert torch.equal(
+        state["text_model.encoder.layers.0.mlp.fc1.weight"],
+        before["text_model.encoder.layers.0.mlp.fc1.weight"],
+    )
     assert meta["note"] == "kept" and "unlearnkit.slug_patches" in meta
     with pytest.raises(ValueError, match="already applied"):
         apply_patches_to_file(out, tmp_path / "again.safetensors", paths[:1])
@@ -40,7 +43,9 @@ def test_patched_file_equals_patched_model_and_keeps_other_tensors(make_hf_clip,
 def test_layouts_matched_by_suffix_and_dtype_kept(make_hf_clip):
     model = make_hf_clip()
     p = _patch(model, LAYER, 0, "a")
-    text_only = {k.removeprefix("text_model."): v for k, v in model.state_dict().items() if k.startswith("text_model.")}
+    text_only = {
+        k.removeprefix("text_model."): v for k, v in model.state_dict().items() if k.startswith("text_model.")
+    }
     ldm = {f"cond_stage_model.transformer.text_model.{k}": v.half() for k, v in text_only.items()}
     ldm["model.diffusion_model.x.weight"] = torch.ones(3)
     assert state_key(text_only, p) == "encoder.layers.1.mlp.fc1.weight"  # transformers 5 CLIPTextModel keys

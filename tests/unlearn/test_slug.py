@@ -57,7 +57,12 @@ def test_bad_forget_inputs(toy, make_batches):
 def _hf_batches(n=6):
     g = torch.Generator().manual_seed(3)
     forget = [(torch.randn(4, 3, 16, 16, generator=g), "a photo of Elon Musk")]
-    retain = [(torch.randn(n, 3, 16, 16, generator=g), ["a dog", "a cat", "a car", "a tree", "a house", "a boat"][:n])]
+    retain = [
+        (
+            torch.randn(n, 3, 16, 16, generator=g),
+            ["a dog", "a cat", "a car", "a tree", "a house", "a boat"][:n],
+        )
+    ]
     return forget, retain
 
 
@@ -68,7 +73,9 @@ def test_exclude_last_blocks_keeps_slug_off_the_last_block(make_hf_clip):
     forget, retain = _hf_batches()
     cfg = SlugConfig(progress=False, exclude_last_blocks=1, search=StepSearchConfig(max_evals=3))
     r = run_slug(enc, forget, retain, cfg)
-    assert all(".layers.0." in n for n in r.scores.names) and r.layer.startswith("text_model.encoder.layers.0.")
+    assert all(".layers.0." in n for n in r.scores.names) and r.layer.startswith(
+        "text_model.encoder.layers.0."
+    )
     with pytest.raises(ValueError, match="in the last 1 block"):
         run_slug(enc, forget, retain, SlugConfig(layer="text_model.encoder.layers.1.mlp.fc2.weight",
                                                  exclude_last_blocks=1, progress=False))
@@ -87,7 +94,9 @@ def test_to_patch_stores_the_layers_dtype(make_hf_clip):
     r = run_slug(enc, forget, retain, SlugConfig(progress=False, search=StepSearchConfig(max_evals=3)))
     assert r.to_patch(enc, "Elon Musk").delta.dtype == torch.float32
     half = r.to_patch(enc, "Elon Musk", dtype=torch.float16)
-    assert half.delta.dtype == torch.float16 and torch.allclose(half.delta.float(), r.delta, rtol=1e-3, atol=1e-6)
+    assert half.delta.dtype == torch.float16 and torch.allclose(
+        half.delta.float(), r.delta, rtol=1e-3, atol=1e-6
+    )
     model.half()  # an fp16 model gets fp16 patches by default
     assert r.to_patch(enc, "Elon Musk").delta.dtype == torch.float16
 
@@ -98,7 +107,9 @@ def _only_layer_forgets(enc, good):
     calls = []
 
     def metrics():
-        moved = {n: float((p.detach() - snap[n]).norm() / snap[n].norm()) for n, p in enc.model.named_parameters()}
+        moved = {
+            n: float((p.detach() - snap[n]).norm() / snap[n].norm()) for n, p in enc.model.named_parameters()
+        }
         calls.append(moved)
         forget = 0.0 if moved[good] > 0.05 else 1.0
         retain = 0.0 if any(v > 0.5 for n, v in moved.items() if n != good) else 1.0
@@ -110,7 +121,9 @@ def _only_layer_forgets(enc, good):
 def test_search_moves_on_to_the_next_candidate_until_one_meets_both_targets(toy, make_batches):
     forget, retain = make_batches((8, 8))
     names = [n for n, _ in toy.named_layers()]
-    probe = run_slug(toy, forget, retain, SlugConfig(progress=False, max_layers=1, search=StepSearchConfig(max_evals=2)))
+    probe = run_slug(
+        toy, forget, retain, SlugConfig(progress=False, max_layers=1, search=StepSearchConfig(max_evals=2))
+    )
     order = [probe.scores.names[i] for i in probe.scores.candidate_order()]
     good = order[2]
     metrics, calls = _only_layer_forgets(toy, good)

@@ -49,7 +49,9 @@ def test_narrow_window_fails_gracefully_within_budget():
     ev = Synthetic(forget_at=4.0, break_at=4.0001)
     r = search_step(ev, start=0.01, config=StepSearchConfig(max_evals=6))
     assert len(ev.calls) == 6 and not r.success
-    assert r.retain_metric == 1.0 and r.step == max(h[0] for h in r.history if h[2] == 1.0)  # most-forgetting safe step
+    assert r.retain_metric == 1.0 and r.step == max(
+        h[0] for h in r.history if h[2] == 1.0
+    )  # most-forgetting safe step
     assert "no step met both targets" in r.reason
 
 

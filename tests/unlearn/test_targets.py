@@ -17,7 +17,12 @@ CASES = [("open_clip", "both"), ("open_clip", "text"), ("hf", "text"), ("hf", "i
 @pytest.fixture
 def make_adapter(make_open_clip, make_hf_clip):
     def make(kind, tower):
-        return OpenClipAdapter(make_open_clip(), tower) if kind == "open_clip" else HFClipAdapter(make_hf_clip(), tower)
+        return (
+            OpenClipAdapter(make_open_clip(), tower)
+            if kind == "open_clip"
+            else HFClipAdapter(make_hf_clip(), tower)
+        )
+
     return make
 
 
@@ -26,7 +31,10 @@ def test_open_clip_adapter_basics(make_adapter):
     assert enc.image_size == (16, 16)
     tokens = enc.prepare_texts(["a photo of a cat", "a dog"], "t")
     assert tokens.shape == (2, 16)
-    assert enc.encode_text(tokens).shape == (2, 16) and enc.encode_image(torch.zeros(2, 3, 16, 16)).shape == (2, 16)
+    assert enc.encode_text(tokens).shape == (2, 16) and enc.encode_image(torch.zeros(2, 3, 16, 16)).shape == (
+        2,
+        16,
+    )
     assert len(enc.named_layers()) == 16
     text = make_adapter("open_clip", "text").named_layers()
     assert len(text) == 8 and all(n.startswith("transformer.resblocks.") for n, _ in text)
@@ -36,7 +44,10 @@ def test_hf_adapter_basics(make_adapter):
     enc = make_adapter("hf", "both")
     assert enc.image_size == (16, 16) and enc.image_channels == 3
     tokens = enc.prepare_texts("a photo of a cat", "t", count=3)
-    assert enc.encode_text(tokens).shape == (3, 16) and enc.encode_image(torch.zeros(3, 3, 16, 16)).shape == (3, 16)
+    assert enc.encode_text(tokens).shape == (3, 16) and enc.encode_image(torch.zeros(3, 3, 16, 16)).shape == (
+        3,
+        16,
+    )
     names = [n for n, _ in enc.named_layers()]
     assert len(names) == 24  # 2 towers x 2 layers x (q, k, v, out, fc1, fc2)
     assert not [n for n in names if "projection" in n or "embed" in n or "norm" in n]
@@ -51,7 +62,9 @@ def test_scores_come_from_the_real_gradients(make_adapter, make_batches, kind, t
     grads = layer_gradients(enc, forget, retain, progress=False)
     name = grads.names[-1]
     images = enc.prepare_images(forget[0][0], "f")
-    loss = forget_loss(enc.encode_image(images), enc.encode_text(enc.prepare_texts(forget[0][1], "t", count=4)))
+    loss = forget_loss(
+        enc.encode_image(images), enc.encode_text(enc.prepare_texts(forget[0][1], "t", count=4))
+    )
     (manual,) = torch.autograd.grad(loss, [dict(enc.model.named_parameters())[name]])
     assert torch.allclose(grads.forget[name], manual, atol=1e-6)
     assert grads.forget[name].norm() > 0 and grads.retain[name].norm() > 0
@@ -63,7 +76,9 @@ def test_slug_edit_lowers_forget_similarity_in_one_layer(make_adapter, make_batc
     forget, retain = make_batches((16, 16))
     snap = {k: v.clone() for k, v in enc.model.state_dict().items()}
     result = run_slug(enc, forget, retain, SlugConfig(progress=False, search=StepSearchConfig(max_evals=5)))
-    assert all(torch.equal(snap[k], v) for k, v in enc.model.state_dict().items())  # run_slug leaves the model alone
+    assert all(
+        torch.equal(snap[k], v) for k, v in enc.model.state_dict().items()
+    )  # run_slug leaves the model alone
     assert enc.in_tower(result.layer) and result.layer in result.scores.front_names
     s = result.scores
     for stack in {n.split(".layers.")[0].split(".resblocks.")[0] for n in s.names}:  # one front per tower

@@ -1,18 +1,29 @@
-"""unlearnkit/webui/encoder_edits.py: in-place encoder swap + SLUG patches inside host wrappers, restored exactly."""
+"""unlearnkit/webui/encoder_edits.py: in-place encoder swap + SLUG patches inside host wrappers, restored
+exactly."""
+
 import pytest
 import torch
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from unlearnkit.erase.textencoder_layouts import to_hf
+from unlearnkit.textencoders.layouts import to_hf
 from unlearnkit.unlearn.patches import PatchMismatchError, make_patch
 from unlearnkit.webui.encoder_edits import EncoderEdits, encoder_parameters, strip_wrappers
 
 
 def clip(seed, width=16):
     torch.manual_seed(seed)
-    config = CLIPTextConfig(vocab_size=100, hidden_size=width, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=32, max_position_embeddings=8, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    config = CLIPTextConfig(
+        vocab_size=100,
+        hidden_size=width,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=8,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     return CLIPTextModel(config).eval()
 
 
@@ -37,7 +48,8 @@ class Inner(nn.Module):
 
 
 class A1111CondStage(nn.Module):
-    """Stand-in of A1111's hijacked cond_stage_model: wrapped.transformer.text_model.…, token_embedding.wrapped."""
+    """Stand-in of A1111's hijacked cond_stage_model: wrapped.transformer.text_model.…,
+    token_embedding.wrapped."""
 
     def __init__(self, text_model):
         super().__init__()
@@ -78,7 +90,7 @@ def test_picks_the_encoder_that_fits_among_several():
 
     host = TwoEncoders()
     dims_source = to_hf(clip(3, width=32).state_dict())[0]
-    from unlearnkit.erase.textencoder_config import infer_dims
+    from unlearnkit.textencoders.dims import infer_dims
 
     names = encoder_parameters(host, infer_dims(dims_source))
     assert all(n.startswith("clip_g.") for n in names.values())
@@ -107,6 +119,8 @@ def test_slug_patch_by_suffix_stacks_on_nothing_and_failed_apply_undoes_itself()
 
 def test_open_clip_only_model_is_refused_clearly():
     host = nn.Module()
-    host.register_parameter("transformer.resblocks.0.attn.in_proj_weight".replace(".", "_"), nn.Parameter(torch.zeros(1)))
+    host.register_parameter(
+        "transformer.resblocks.0.attn.in_proj_weight".replace(".", "_"), nn.Parameter(torch.zeros(1))
+    )
     with pytest.raises(ValueError, match="no CLIP text encoder"):
         EncoderEdits(host, to_hf(clip(1).state_dict())[0]).apply()

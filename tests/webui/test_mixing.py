@@ -1,4 +1,6 @@
-"""unlearnkit/webui/mixing.py: Forge wrapper (VE x0) and A1111 forward (VP eps/v) give the core Composer's mix."""
+"""unlearnkit/webui/mixing.py: Forge wrapper (VE x0) and A1111 forward (VP eps/v) give the core Composer's
+mix."""
+
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
@@ -24,9 +26,16 @@ ACP = torch.cumprod(1 - BETAS, 0)  # SD's scaled-linear schedule, as sd_model.al
 def tiny_unet(seed, in_channels=4):
     torch.manual_seed(seed)
     return UNet2DConditionModel(
-        sample_size=8, in_channels=in_channels, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+        sample_size=8,
+        in_channels=in_channels,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
     ).eval()
 
 
@@ -87,7 +96,11 @@ def vp_inputs(seed=3, batch=2):
 def test_vp_mixture_equals_composer_on_the_same_inputs(unets, prediction):
     a, b = unets
     x, t, ctx = vp_inputs()
-    xin, tin, cin = torch.cat([x, x]), torch.cat([t, t]), torch.cat([ctx, torch.zeros_like(ctx)])  # cond, uncond
+    xin, tin, cin = (
+        torch.cat([x, x]),
+        torch.cat([t, t]),
+        torch.cat([ctx, torch.zeros_like(ctx)]),
+    )  # cond, uncond
     runs = ComposerRuns(["a", "b"], lambda: StaticGate(["a", "b"], [0.7, 0.3]))
     with torch.no_grad():
         out = VPMixture(runs, [ldm_forward(a), ldm_forward(b)], ACP, prediction)(xin, tin, context=cin)
@@ -98,14 +111,22 @@ def test_vp_mixture_equals_composer_on_the_same_inputs(unets, prediction):
     sigma = sigma_at(ACP, tin)
     abar = 1 / (1 + sigma**2)
     composer = Composer(["a", "b"], StaticGate(["a", "b"], [0.7, 0.3]))
-    x0 = composer(xin / abar.sqrt().view(-1, 1, 1, 1), sigma, lambda i, xv, s: prediction_to_x0(eps[i], xin, abar, prediction), chunks=2)
+    x0 = composer(
+        xin / abar.sqrt().view(-1, 1, 1, 1),
+        sigma,
+        lambda i, xv, s: prediction_to_x0(eps[i], xin, abar, prediction),
+        chunks=2,
+    )
     x0_mix = prediction_to_x0(out, xin, abar, prediction)
     assert torch.allclose(x0_mix, x0, atol=1e-4)
     assert len(runs.runs) == 1 and runs.runs[0].history[0].weights.shape == (2, 2)
 
 
 def test_vp_mixture_density_gate_scores_cond_once_and_passes_extra_channels():
-    a, b = tiny_unet(0, in_channels=9), tiny_unet(1, in_channels=9)  # inpainting layout: latent + mask + image
+    a, b = (
+        tiny_unet(0, in_channels=9),
+        tiny_unet(1, in_channels=9),
+    )  # inpainting layout: latent + mask + image
     x, t, ctx = vp_inputs(batch=1)
     extra = torch.randn(1, 5, 8, 8)
     xin, tin = torch.cat([x, x]), torch.cat([t, t])
@@ -116,7 +137,9 @@ def test_vp_mixture_density_gate_scores_cond_once_and_passes_extra_channels():
         out = mixer(full, tin, context=torch.cat([ctx, ctx]))
         gate = runs.runs[0].gate
         scored = gate.log_lik.clone()
-        mixer(full, tin, context=torch.cat([ctx, ctx]))  # the same point again (an uncond-only call): not rescored
+        mixer(
+            full, tin, context=torch.cat([ctx, ctx])
+        )  # the same point again (an uncond-only call): not rescored
     assert out.shape == (2, 4, 8, 8) and len(runs.runs) == 1
     assert torch.equal(gate.log_lik, scored) and torch.isfinite(scored).all()
 
@@ -144,8 +167,13 @@ def test_ve_mixture_uses_host_model_for_none_and_chunks_from_marks():
     out = mixture(fake_apply(1.0), {"input": torch.cat([x, x]), "timestep": torch.cat([sigma, sigma]), "c": c,
                                     "cond_or_uncond": [1, 0]})
     ref = Composer(["base", "other"], DensityGate(["base", "other"], [1, 3]))
-    expected = ref(torch.cat([x, x]), torch.cat([sigma, sigma]),
-                   lambda i, xi, si: (fake_apply(1.0) if i == 0 else fake_apply(2.0))(xi, si, **c), chunks=2, score_chunk=1)
+    expected = ref(
+        torch.cat([x, x]),
+        torch.cat([sigma, sigma]),
+        lambda i, xi, si: (fake_apply(1.0) if i == 0 else fake_apply(2.0))(xi, si, **c),
+        chunks=2,
+        score_chunk=1,
+    )
     assert torch.allclose(out, expected)
     assert runs.runs[0].gate._last is not None  # the cond chunk (second) was scored
 
@@ -163,7 +191,9 @@ def test_ve_mixture_goes_through_an_earlier_wrapper_and_survives_clone_deepcopy(
     assert copy.deepcopy({"w": mixture})["w"] is mixture and mixture.to("cpu") is mixture
     x = torch.randn(1, 4, 8, 8)
     c = {"c_crossattn": torch.zeros(1, 3, 8)}
-    out = mixture(fake_apply(9.0), {"input": x, "timestep": torch.tensor([2.0]), "c": c, "cond_or_uncond": [0]})
+    out = mixture(
+        fake_apply(9.0), {"input": x, "timestep": torch.tensor([2.0]), "c": c, "cond_or_uncond": [0]}
+    )
     assert len(calls) == 2 and torch.allclose(out, 2.0 * x / 3)
 
 

@@ -12,7 +12,11 @@ RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
 def webui_quote(text):
     text = str(text)
-    return text if "," not in text and "\n" not in text and ":" not in text else json.dumps(text, ensure_ascii=False)
+    return (
+        text
+        if "," not in text and "\n" not in text and ":" not in text
+        else json.dumps(text, ensure_ascii=False)
+    )
 
 
 def webui_roundtrip(params):
@@ -25,8 +29,13 @@ def webui_roundtrip(params):
 
 def full_settings():
     return panel.PanelSettings(
-        enabled=True, shards=(("styles/bold, v2.safetensors", 0.5), ("slanted.ckpt", 0.25)), gate="classifier",
-        gate_file="style: gate.safetensors", prune_eps=0.01, plot=False, text_encoder="vangogh_unlearned",
+        enabled=True,
+        shards=(("styles/bold, v2.safetensors", 0.5), ("slanted.ckpt", 0.25)),
+        gate="classifier",
+        gate_file="style: gate.safetensors",
+        prune_eps=0.01,
+        plot=False,
+        text_encoder="vangogh_unlearned",
         slug_patches=("a.safetensors", "b,c.safetensors"),
     )
 
@@ -93,7 +102,9 @@ def test_paste_without_unlearnkit_entries_only_turns_the_panel_off():
     ({"slug_patches": ("p", "p")}, "slug patches"),
 ])
 def test_check_names_the_control(change, message):
-    s = panel.PanelSettings(enabled=True, shards=(("a", 1.0),), **{k: v for k, v in change.items() if k != "shards"})
+    s = panel.PanelSettings(
+        enabled=True, shards=(("a", 1.0),), **{k: v for k, v in change.items() if k != "shards"}
+    )
     if "shards" in change:
         s = panel.PanelSettings(enabled=True, shards=change["shards"])
     with pytest.raises(ValueError, match=re.escape(message) if "(" in message else message):

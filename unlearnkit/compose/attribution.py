@@ -38,7 +38,9 @@ def attribution_report(history: Sequence[StepRecord], names: Sequence[str]) -> d
     }
 
 
-def attribution_plot(history: Sequence[StepRecord], names: Sequence[str], max_samples: int = 4) -> Image.Image:
+def attribution_plot(
+    history: Sequence[StepRecord], names: Sequence[str], max_samples: int = 4
+) -> Image.Image:
     """Weight of each shard against sampling step, one panel per sample (CDM Fig. 1/3)."""
     traj = weight_trajectory(history)  # (S, B, N)
     panels = []

@@ -80,10 +80,18 @@ class Composer:
         if self.route not in ("batch", "sample"):
             raise ValueError(f"route: expected 'batch' or 'sample', got {self.route!r}")
         if isinstance(self.gate, DensityGate) and math.isfinite(self.mc_sigma):
-            raise ValueError("mc_sigma: the density gate needs every shard's score; use it with the static or classifier gate")
+            raise ValueError(
+                "mc_sigma: the density gate needs every shard's score; use it with the static or classifier "
+                "gate"
+            )
 
     def __call__(
-        self, x: torch.Tensor, sigma: torch.Tensor, evaluate: ShardEval, chunks: int = 1, score_chunk: int | None = 0,
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        evaluate: ShardEval,
+        chunks: int = 1,
+        score_chunk: int | None = 0,
         context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x0 mix for a batch of ``chunks`` stacked copies.
@@ -97,7 +105,9 @@ class Composer:
         b = rows // chunks
         weights = self._weights(x[:b], sigma[:b], context, score_chunk, b)  # (B, N)
         if weights.shape != (b, len(self.names)):
-            raise ValueError(f"gate: expected weights of shape ({b}, {len(self.names)}), got {tuple(weights.shape)}")
+            raise ValueError(
+                f"gate: expected weights of shape ({b}, {len(self.names)}), got {tuple(weights.shape)}"
+            )
         if self.route == "sample" or float(sigma[0]) > self.mc_sigma:
             return self._per_sample(x, sigma, weights, evaluate, chunks, score_chunk)
         active = prune(weights, self.prune_eps)
@@ -117,7 +127,12 @@ class Composer:
             return self.gate(x, sigma).float()
         if score_chunk is None or context is None:
             cached = self._cache
-            if cached is not None and cached[0].shape == x.shape and torch.equal(cached[0], x) and torch.equal(cached[1], sigma):
+            if (
+                cached is not None
+                and cached[0].shape == x.shape
+                and torch.equal(cached[0], x)
+                and torch.equal(cached[1], sigma)
+            ):
                 return cached[2]
             return self.gate(x, sigma).float()
         weights = self.gate(x, sigma, context[score_chunk * b : (score_chunk + 1) * b]).float()
@@ -140,7 +155,10 @@ class Composer:
             idx = torch.cat([samples + k * b for k in range(chunks)]).to(x.device)  # rows in every chunk
             x0 = evaluate(i, x[idx], sigma[idx], idx)
             if not torch.isfinite(x0).all():
-                raise ValueError(f"prediction of shard {self.names[i]!r}: contains NaN or inf; that shard's weights are broken")
+                raise ValueError(
+                    f"prediction of shard {self.names[i]!r}: contains NaN or inf; that shard's weights are "
+                    "broken"
+                )
             wi = w[samples, i].repeat(chunks).to(x0).view(-1, *([1] * (x.dim() - 1)))
             out.index_add_(0, idx, wi * x0)
             full = torch.zeros_like(x)

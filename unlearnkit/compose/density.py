@@ -21,7 +21,9 @@ def score_from_x0(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> tor
     return (x0 - x) / sigma.view(-1, *([1] * (x.dim() - 1))) ** 2
 
 
-def ito_increment(dx: torch.Tensor, sigma: torch.Tensor, dsigma: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+def ito_increment(
+    dx: torch.Tensor, sigma: torch.Tensor, dsigma: torch.Tensor, scores: torch.Tensor
+) -> torch.Tensor:
     """⟨dx, s_i⟩ − σ|dσ|‖s_i‖² per sample and shard. dx (B, ...), scores (N, B, ...) -> (B, N)."""
     flat = scores.flatten(start_dim=2)  # (N, B, D)
     inner = (flat * dx.flatten(start_dim=1)).sum(-1)  # (N, B)
@@ -43,7 +45,9 @@ def divergence_increment(sigma: torch.Tensor, dsigma: torch.Tensor, divergence: 
 class DensityGate:
     """w = softmax(ℓ + log λ), ℓ_i tracked per sample from the shards' own predictions."""
 
-    def __init__(self, names: Sequence[str], priors: Sequence[float], ode: bool = False, probe_scale: float = 1e-3) -> None:
+    def __init__(
+        self, names: Sequence[str], priors: Sequence[float], ode: bool = False, probe_scale: float = 1e-3
+    ) -> None:
         self.names = list(names)
         self.log_prior = log_priors(priors, names)
         self.ode = ode
@@ -63,7 +67,8 @@ class DensityGate:
         return last_x.shape != x.shape or bool((sigma > last_sigma + 1e-6).any())
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """Weights at (x, σ). Several calls at one point (cond and uncond evaluated apart) add the step once."""
+        """Weights at (x, σ). Several calls at one point (cond and uncond evaluated apart) add the step
+        once."""
         if self._is_new_path(x, sigma):
             self.reset()
             self.log_lik = torch.zeros(x.shape[0], len(self.names), device=x.device)
@@ -78,7 +83,8 @@ class DensityGate:
         return posterior_weights(self.log_lik, self.log_prior)
 
     def observe(self, x: torch.Tensor, sigma: torch.Tensor, x0s: torch.Tensor, mask: torch.Tensor) -> None:
-        """Record scores at (x, σ) from x0s (N, B, ...); pairs not evaluated (mask (B, N) False) leave the race."""
+        """Record scores at (x, σ) from x0s (N, B, ...); pairs not evaluated (mask (B, N) False) leave the
+        race."""
         scores = score_from_x0(x, x0s, sigma) * mask.T.reshape(*mask.T.shape, *([1] * (x.dim() - 1))).to(x)
         if self.log_lik is not None:
             if self._last is None:  # start of a path: p_T^i(x) ≈ N(x; x0_i, σ² I) at high noise
@@ -86,12 +92,21 @@ class DensityGate:
             self.log_lik = self.log_lik.masked_fill(~mask.to(self.log_lik.device), -math.inf)
         self._last = (x.detach().clone(), sigma.detach().clone(), scores)
 
-    def probe(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def probe(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A Rademacher direction v and the probe point x + h v for the Hutchinson divergence."""
         v = torch.randint(0, 2, x.shape, generator=generator).to(x) * 2 - 1
         return v, x + self.probe_scale * v
 
-    def observe_probe(self, x: torch.Tensor, sigma: torch.Tensor, v: torch.Tensor, x0s: torch.Tensor, probe_x0s: torch.Tensor) -> None:
+    def observe_probe(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        v: torch.Tensor,
+        x0s: torch.Tensor,
+        probe_x0s: torch.Tensor,
+    ) -> None:
         """∇·s_i ≈ vᵀ(s_i(x + h v) − s_i(x)) / h, one probe per sample."""
         h = self.probe_scale
         s = score_from_x0(x, x0s, sigma)  # (N, B, ...) broadcast over N

@@ -59,21 +59,32 @@ class GateNet(nn.Module):
         self.norm2 = nn.GroupNorm(8, w)
         self.head = nn.Linear(w, len(config.names))
         if config.context_dim > 0:
-            self.context = nn.Sequential(nn.Linear(config.context_dim, 2 * w), nn.SiLU(), nn.Linear(2 * w, 4 * w))
+            self.context = nn.Sequential(
+                nn.Linear(config.context_dim, 2 * w), nn.SiLU(), nn.Linear(2 * w, 4 * w)
+            )
             self.register_buffer("null_context", torch.zeros(config.context_dim))  # the empty prompt, pooled
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits (B, N); ``context`` (B, D) is the pooled prompt, required iff the gate reads prompts."""
         x_in = x / torch.sqrt(sigma**2 + 1).view(-1, 1, 1, 1)  # what the UNet sees
         film = self.time(noise_embedding(sigma.clamp_min(1e-5).log(), self.config.time_dim))  # (B, 4w)
         if self.config.context_dim > 0:
             if context is None or context.shape != (x.shape[0], self.config.context_dim):
                 got = None if context is None else tuple(context.shape)
-                raise ValueError(f"gate context: this gate reads prompts; expected ({x.shape[0]}, {self.config.context_dim}), got {got}")
+                raise ValueError(
+                    f"gate context: this gate reads prompts; expected ({x.shape[0]}, "
+                    f"{self.config.context_dim}), got {got}"
+                )
             film = film + self.context(context.to(film))
         scale1, shift1, scale2, shift2 = film.chunk(4, 1)
-        h = nn.functional.silu(self.norm1(self.conv1(x_in)) * (1 + scale1[..., None, None]) + shift1[..., None, None])
-        h = nn.functional.silu(self.norm2(self.conv2(h)) * (1 + scale2[..., None, None]) + shift2[..., None, None])
+        h = nn.functional.silu(
+            self.norm1(self.conv1(x_in)) * (1 + scale1[..., None, None]) + shift1[..., None, None]
+        )
+        h = nn.functional.silu(
+            self.norm2(self.conv2(h)) * (1 + scale2[..., None, None]) + shift2[..., None, None]
+        )
         return self.head(h.mean(dim=(2, 3)))  # (B, N)
 
 
@@ -108,7 +119,10 @@ def load_gate(path: str) -> GateNet:
     """Load a gate file, checking it is one and that its tensors fit its own config."""
     tensors, meta = io.load_state_dict(path)
     if meta.get("format") != FORMAT:
-        raise ValueError(f"gate file {path!r}: not an UnlearnKit shard gate (format {meta.get('format')!r}, expected {FORMAT!r})")
+        raise ValueError(
+            f"gate file {path!r}: not an UnlearnKit shard gate (format {meta.get('format')!r}, expected "
+            f"{FORMAT!r})"
+        )
     raw = json.loads(meta["config"])
     config = GateConfig(**{**raw, "names": tuple(raw["names"]), "latent_shape": tuple(raw["latent_shape"])})
     io.check_finite(tensors, f"gate file {path!r}")
@@ -121,7 +135,8 @@ def load_gate(path: str) -> GateNet:
 
 
 class ClassifierGate:
-    """w = softmax(logits(x, σ) + log λ) over the composed shards; gate outputs of absent shards are masked."""
+    """w = softmax(logits(x, σ) + log λ) over the composed shards; gate outputs of absent shards are
+    masked."""
 
     def __init__(self, net: GateNet, names: Sequence[str], priors: Sequence[float]) -> None:
         unknown = [n for n in names if n not in net.config.names]
@@ -132,7 +147,9 @@ class ClassifierGate:
             )
         self.names = list(names)
         self.net = net
-        self.index = torch.tensor([net.config.names.index(n) for n in names])  # composition order -> gate logit
+        self.index = torch.tensor(
+            [net.config.names.index(n) for n in names]
+        )  # composition order -> gate logit
         self.log_prior = log_priors(priors, names)
 
     def check_latent(self, x: torch.Tensor) -> None:
@@ -147,7 +164,9 @@ class ClassifierGate:
         return self.net.config.context_dim > 0
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Weights (B, N); context: the prompt's text-encoder states (B, T, D) or pooled (B, D)."""
         self.check_latent(x)
         p = next(self.net.parameters())
@@ -155,5 +174,7 @@ class ClassifierGate:
         if self.reads_prompt:  # no prompt given: the empty prompt, as in unconditional sampling
             pooled = self.net.null_context.expand(x.shape[0], -1) if context is None else context
             pooled = (pooled.mean(dim=1) if pooled.dim() == 3 else pooled).to(p)
-        logits = self.net(x.to(p), sigma.to(p), pooled).float()[:, self.index.to(x.device)]  # (B, N) composition order
+        logits = self.net(x.to(p), sigma.to(p), pooled).float()[
+            :, self.index.to(x.device)
+        ]  # (B, N) composition order
         return torch.softmax(logits + self.log_prior.to(logits.device), dim=1)

@@ -34,7 +34,10 @@ class GateTrainConfig:
 
 def sd_alphas_cumprod(cfg: GateTrainConfig) -> torch.Tensor:
     """ᾱ_t of SD's scaled-linear schedule: betas = linspace(√β0, √β1, T)²."""
-    betas = torch.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, cfg.num_train_timesteps, dtype=torch.float64) ** 2
+    betas = (
+        torch.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, cfg.num_train_timesteps, dtype=torch.float64)
+        ** 2
+    )
     return torch.cumprod(1 - betas, dim=0).float()
 
 
@@ -45,7 +48,9 @@ def check_shard_latents(latents: Mapping[str, torch.Tensor]) -> tuple[int, int, 
     shapes = {}
     for name, z in latents.items():
         if z.dim() != 4 or z.shape[0] == 0:
-            raise ValueError(f"latents of shard {name!r}: expected a non-empty (B, C, H, W) batch, got {tuple(z.shape)}")
+            raise ValueError(
+                f"latents of shard {name!r}: expected a non-empty (B, C, H, W) batch, got {tuple(z.shape)}"
+            )
         if not torch.isfinite(z).all():
             raise ValueError(f"latents of shard {name!r}: contain NaN or inf")
         shapes[name] = tuple(z.shape[1:])
@@ -55,26 +60,37 @@ def check_shard_latents(latents: Mapping[str, torch.Tensor]) -> tuple[int, int, 
 
 
 def check_contexts(
-    contexts: Mapping[str, torch.Tensor] | None, null_context: torch.Tensor | None, latents: Mapping[str, torch.Tensor]
+    contexts: Mapping[str, torch.Tensor] | None,
+    null_context: torch.Tensor | None,
+    latents: Mapping[str, torch.Tensor],
 ) -> list[torch.Tensor] | None:
     """Per-shard pooled prompts aligned with the latents, in shard order; None when not given."""
     if contexts is None:
         return None
     if null_context is None or null_context.dim() != 1:
-        raise ValueError("null_context: a prompt-reading gate needs the empty prompt's pooled context, shape (D,)")
+        raise ValueError(
+            "null_context: a prompt-reading gate needs the empty prompt's pooled context, shape (D,)"
+        )
     out = []
     for name, z in latents.items():
         c = contexts.get(name)
         if c is None or c.dim() != 2 or c.shape[0] != z.shape[0] or c.shape[1] != null_context.shape[0]:
             got = None if c is None else tuple(c.shape)
-            raise ValueError(f"contexts of shard {name!r}: expected ({z.shape[0]}, {null_context.shape[0]}), got {got}")
+            raise ValueError(
+                f"contexts of shard {name!r}: expected ({z.shape[0]}, {null_context.shape[0]}), got {got}"
+            )
         out.append(c.float())
     return out
 
 
 def noised_batch(
-    latents: list[torch.Tensor], alphas_cumprod: torch.Tensor, batch: int, g: torch.Generator,
-    contexts: list[torch.Tensor] | None = None, null_context: torch.Tensor | None = None, p_uncond: float = 0.1,
+    latents: list[torch.Tensor],
+    alphas_cumprod: torch.Tensor,
+    batch: int,
+    g: torch.Generator,
+    contexts: list[torch.Tensor] | None = None,
+    null_context: torch.Tensor | None = None,
+    p_uncond: float = 0.1,
 ) -> tuple[torch.Tensor, ...]:
     """Class-balanced (x, σ, label[, context]): x = x0 + σ ε (VE form of the VP noising at a uniform t).
 
@@ -95,7 +111,9 @@ def noised_batch(
     return x, sigma, labels, ctx
 
 
-def _save_checkpoint(path: str, net: GateNet, opt: torch.optim.Optimizer, step: int, g: torch.Generator) -> None:
+def _save_checkpoint(
+    path: str, net: GateNet, opt: torch.optim.Optimizer, step: int, g: torch.Generator
+) -> None:
     state = {"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "rng": g.get_state()}
     io.save_checkpoint(path, state)
 
@@ -133,7 +151,9 @@ def train_gate(
         if tuple(init.config.latent_shape) != shape:
             raise ValueError(f"init gate: trained on latents {init.config.latent_shape}, these are {shape}")
         if init.config.context_dim != context_dim:
-            raise ValueError(f"init gate: reads prompts of width {init.config.context_dim}, these have {context_dim}")
+            raise ValueError(
+                f"init gate: reads prompts of width {init.config.context_dim}, these have {context_dim}"
+            )
         net = widen(init, names)
     if ctx is not None:
         net.null_context.copy_(null_context)

@@ -32,7 +32,9 @@ def log_priors(priors: Sequence[float], names: Sequence[str]) -> torch.Tensor:
 def posterior_weights(log_lik: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
     """w_i = λ_i p_i / Σ_j λ_j p_j = softmax(log p_i + log λ_i) (CDM Prop. 3.1). log_lik: (B, N)."""
     if log_lik.dim() != 2 or log_lik.shape[1] != log_prior.shape[0]:
-        raise ValueError(f"log-likelihoods: expected shape (B, {log_prior.shape[0]}), got {tuple(log_lik.shape)}")
+        raise ValueError(
+            f"log-likelihoods: expected shape (B, {log_prior.shape[0]}), got {tuple(log_lik.shape)}"
+        )
     if torch.isnan(log_lik).any():
         raise ValueError("log-likelihoods: contain NaN; a shard's prediction or the gate is broken")
     return torch.softmax(log_lik.float() + log_prior.to(log_lik.device).float(), dim=1)

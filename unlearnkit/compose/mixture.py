@@ -23,7 +23,10 @@ def normalise_priors(priors: Sequence[float], names: Sequence[str] | None = None
             raise ValueError(f"weight of shard {name!r}: expected a finite number >= 0, got {value!r}")
     lam = torch.tensor([float(p) for p in priors], dtype=torch.float64)
     if float(lam.sum()) <= 0:
-        raise ValueError(f"weights {dict(zip(names, map(float, priors)))}: all are zero; give at least one shard a weight > 0")
+        raise ValueError(
+            f"weights {dict(zip(names, map(float, priors)))}: all are zero; give at least one shard a "
+            "weight > 0"
+        )
     return (lam / lam.sum()).float()
 
 
@@ -40,7 +43,9 @@ def check_weights(weights: torch.Tensor, n_shards: int, batch: int) -> None:
         raise ValueError(f"gate weights: rows must sum to 1, got sums {sums.tolist()}")
 
 
-def mix_x0(x0s: Sequence[torch.Tensor], weights: torch.Tensor, names: Sequence[str] | None = None) -> torch.Tensor:
+def mix_x0(
+    x0s: Sequence[torch.Tensor], weights: torch.Tensor, names: Sequence[str] | None = None
+) -> torch.Tensor:
     """Σ_i w_i(x_t) · x0_i(x_t): x0s are N tensors (B, ...), weights (B, N) with rows summing to 1."""
     if len(x0s) == 0:
         raise ValueError("x0s: expected at least one shard prediction, got none")
@@ -50,9 +55,13 @@ def mix_x0(x0s: Sequence[torch.Tensor], weights: torch.Tensor, names: Sequence[s
     out = torch.zeros_like(x0s[0])
     for name, x0, w in zip(names, x0s, weights.unbind(dim=1)):
         if x0.shape != out.shape:
-            raise ValueError(f"prediction of shard {name!r}: expected shape {tuple(out.shape)}, got {tuple(x0.shape)}")
+            raise ValueError(
+                f"prediction of shard {name!r}: expected shape {tuple(out.shape)}, got {tuple(x0.shape)}"
+            )
         if not torch.isfinite(x0).all():
-            raise ValueError(f"prediction of shard {name!r}: contains NaN or inf; that shard's weights are broken")
+            raise ValueError(
+                f"prediction of shard {name!r}: contains NaN or inf; that shard's weights are broken"
+            )
         out = out + w.to(x0.dtype).view(-1, *([1] * (x0.dim() - 1))) * x0  # (B, 1, ...) * (B, C, H, W)
     return out
 
@@ -73,6 +82,7 @@ def check_same_family(signatures: Sequence[tuple[str, object]]) -> None:
     for name, sig in signatures[1:]:
         if sig != ref:
             raise ValueError(
-                f"shard {name!r}: architecture differs from shard {ref_name!r} ({describe_differences(sig, ref)}); "
+                f"shard {name!r}: architecture differs from shard {ref_name!r} "
+                f"({describe_differences(sig, ref)}); "
                 "all shards must be fine-tunes of one model family with the same latent channels"
             )

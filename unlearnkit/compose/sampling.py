@@ -39,7 +39,11 @@ def sample_euler(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor) -> torc
 
 @torch.no_grad()
 def sample_euler_ancestral(
-    model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator | None = None, eta: float = 1.0
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    generator: torch.Generator | None = None,
+    eta: float = 1.0,
 ) -> torch.Tensor:
     """Euler ancestral: an Euler step to σ_down, then fresh noise of std σ_up (a reverse-SDE sampler)."""
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):

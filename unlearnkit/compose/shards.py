@@ -115,7 +115,9 @@ class ShardSet:
             for name in wanted:
                 missing = sorted(self.get(name).tags - held)
                 if missing:
-                    raise PermissionError(f"shard {name!r}: access refused; it requires rights {missing} that were not granted")
+                    raise PermissionError(
+                        f"shard {name!r}: access refused; it requires rights {missing} that were not granted"
+                    )
             subset = ShardSet(tuple(self.get(n) for n in wanted))
         else:
             subset = ShardSet(tuple(s for s in self.shards if s.tags <= held))

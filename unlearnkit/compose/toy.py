@@ -35,13 +35,17 @@ class GaussianShard:
         return self.mean + self.std * torch.randn(n, self.mean.shape[0], generator=generator)
 
 
-def exact_posterior(shards: list[GaussianShard], priors: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def exact_posterior(
+    shards: list[GaussianShard], priors: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
     """P(shard = i | x_t) = λ_i p_t^i(x) / Σ_j λ_j p_t^j(x), shape (B, N)."""
     log_p = torch.stack([s.log_density(x, sigma) for s in shards], dim=1)
     return torch.softmax(log_p + priors.log(), dim=1)
 
 
-def joint_score(shards: list[GaussianShard], priors: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def joint_score(
+    shards: list[GaussianShard], priors: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
     """∇ log Σ_i λ_i p_t^i(x), by autograd on the closed-form joint density."""
     x = x.detach().requires_grad_(True)
     log_p = torch.stack([s.log_density(x, sigma) for s in shards], dim=1)
@@ -49,7 +53,9 @@ def joint_score(shards: list[GaussianShard], priors: torch.Tensor, x: torch.Tens
     return x.grad.detach()
 
 
-def sample_joint(shards: list[GaussianShard], priors: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+def sample_joint(
+    shards: list[GaussianShard], priors: torch.Tensor, n: int, generator: torch.Generator
+) -> torch.Tensor:
     """Exact samples of Σ_i λ_i N(μ_i, s_i² I)."""
     idx = torch.multinomial(priors, n, replacement=True, generator=generator)
     all_samples = torch.stack([s.sample(n, generator) for s in shards], dim=0)  # (N, n, D)

@@ -1,6 +1,7 @@
 """AdvUnlearn (Zhang et al., NeurIPS 2024): adversarial training of a concept-erased text encoder.
 
-Per iteration (DESIGN §3), with the UNet frozen and only chosen encoder layers training:
+Per iteration (the reference code's train-scripts/AdvUnlearn.py), with the UNet frozen and only chosen
+encoder layers training:
 1. after ``warmup`` iterations, the inner attack finds δ (soft_attack) making ε_θ(x_t, [δ; c]) match
    the original ε_o(x_t, c) on the original model's x_t;
 2. x_t: sample the CURRENT model on c and stop at a random DDIM step;
@@ -82,7 +83,9 @@ class EraseConfig:
     def soft_attack(self) -> SoftAttackConfig | None:
         if self.attack == "none":
             return None
-        return SoftAttackConfig(self.attack_tokens, self.attack_steps, self.attack_lr, self.attack, self.attack_init)
+        return SoftAttackConfig(
+            self.attack_tokens, self.attack_steps, self.attack_lr, self.attack, self.attack_init
+        )
 
     def sampler(self) -> SamplerConfig:
         return SamplerConfig(self.sampler_steps, self.guidance)
@@ -121,7 +124,9 @@ def check_inputs(comps: Components, config: EraseConfig) -> tuple[torch.Tensor, 
     """The one place training input is refused: (concept ids, retain ids)."""
     check_components(comps)
     if not config.retain:
-        raise ValueError("retain: empty retain set; give at least one prompt to keep (e.g. other objects or styles)")
+        raise ValueError(
+            "retain: empty retain set; give at least one prompt to keep (e.g. other objects or styles)"
+        )
     concept_ids = check_prompts(comps.tokenizer, list(config.concept), "concept")
     retain_ids = check_prompts(comps.tokenizer, list(config.retain), "retain")
     return concept_ids, retain_ids
@@ -135,10 +140,16 @@ def prepare(comps: Components, config: EraseConfig, device: torch.device) -> Pre
     uncond_ids = tokenize(comps.tokenizer, [""])
     if config.retain_empty:
         retain_ids = torch.cat([retain_ids, uncond_ids])
-    uncond_o, concept_o, retain_o = (encode_ids(original, ids) for ids in (uncond_ids, concept_ids, retain_ids))
+    uncond_o, concept_o, retain_o = (
+        encode_ids(original, ids) for ids in (uncond_ids, concept_ids, retain_ids)
+    )
     gen = checkpoints.step_generator(config.seed, -1)  # the same banks in every process and on resume
     retain_bank = TrajectoryBank(denoiser, retain_o, uncond_o, config.bank_size, gen)
-    concept_bank = None if config.attack == "none" else TrajectoryBank(denoiser, concept_o, uncond_o, config.bank_size, gen)
+    concept_bank = (
+        None
+        if config.attack == "none"
+        else TrajectoryBank(denoiser, concept_o, uncond_o, config.bank_size, gen)
+    )
     return Prepared(denoiser, original, concept_ids, retain_ids, uncond_ids, uncond_o, concept_o, retain_o,
                     retain_bank, concept_bank)
 
@@ -146,7 +157,8 @@ def prepare(comps: Components, config: EraseConfig, device: torch.device) -> Pre
 @torch.no_grad()
 def sample_current(encoder: torch.nn.Module, prep: Prepared, j: torch.Tensor, gen: torch.Generator
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """x_t: the current model sampled on concept prompts j (B,) and stopped at a random DDIM step k; t = t_k."""
+    """x_t: the current model sampled on concept prompts j (B,) and stopped at a random DDIM step k; t =
+    t_k."""
     den = prep.denoiser
     k = int(torch.randint(0, len(den.timesteps), (1,), generator=gen))
     x = den.noise(len(j), gen)
@@ -166,7 +178,9 @@ def erase_loss(encoder: torch.nn.Module, prep: Prepared, config: EraseConfig, de
     with torch.no_grad():
         out_u = den.out(x, t, prep.uncond_o.expand(len(j), -1, -1))
         out_c = den.out(x, t, prep.concept_o[j])
-    loss_esd = esd_loss(den.out(x, t, encode_with_prefix(encoder, prep.concept_ids[j], delta)), out_u, out_c, config.eta)
+    loss_esd = esd_loss(
+        den.out(x, t, encode_with_prefix(encoder, prep.concept_ids[j], delta)), out_u, out_c, config.eta
+    )
     parts = {"esd": float(loss_esd.detach())}
     if config.retain_weight == 0:
         return loss_esd, parts
@@ -184,13 +198,18 @@ def erase_loss(encoder: torch.nn.Module, prep: Prepared, config: EraseConfig, de
 
 
 def attack_due(config: EraseConfig, step: int) -> bool:
-    return config.attack != "none" and step >= config.warmup and (step - config.warmup) % config.attack_every == 0
+    return (
+        config.attack != "none"
+        and step >= config.warmup
+        and (step - config.warmup) % config.attack_every == 0
+    )
 
 
 def train_erased_encoder(comps: Components, config: EraseConfig, checkpoint_dir: str | Path | None = None,
                          checkpoint_every: int = 100, resume: bool = False, runtime: Runtime | None = None,
                          progress: bool = True, on_step: Callable[[int], None] | None = None) -> TrainResult:
-    """Train a copy of ``comps.text_encoder``; ``comps`` is never modified. ``on_step(done)`` runs after each step."""
+    """Train a copy of ``comps.text_encoder``; ``comps`` is never modified. ``on_step(done)`` runs after each
+    step."""
     start = time.perf_counter()
     runtime = runtime or Runtime()
     check_inputs(comps, config)
@@ -205,19 +224,35 @@ def train_erased_encoder(comps: Components, config: EraseConfig, checkpoint_dir:
     first = 0
     if folder is not None and checkpoints.latest(folder) is not None:
         if not resume:
-            raise FileExistsError(f"checkpoint folder {str(folder)!r}: holds checkpoints; pass --resume or use another folder")
-        state = checkpoints.load(checkpoints.latest(folder), trainable, opt, config.to_dict(), RESUMABLE_CHANGES)
-        first, result.losses, result.resumed_from = int(state["step"]), list(state["losses"]), int(state["step"])
+            raise FileExistsError(
+                f"checkpoint folder {str(folder)!r}: holds checkpoints; pass --resume or use another folder"
+            )
+        state = checkpoints.load(
+            checkpoints.latest(folder), trainable, opt, config.to_dict(), RESUMABLE_CHANGES
+        )
+        first, result.losses, result.resumed_from = (
+            int(state["step"]),
+            list(state["losses"]),
+            int(state["step"]),
+        )
         delta = None if state["delta"] is None else state["delta"].to(runtime.device)
     attack_cfg = config.soft_attack()
     encoder.train()
-    bar = tqdm(range(first, config.iterations), desc=f"erase ({config.attack})", initial=first, total=config.iterations,
-               disable=not (progress and runtime.is_main), mininterval=2.0)
+    bar = tqdm(
+        range(first, config.iterations),
+        desc=f"erase ({config.attack})",
+        initial=first,
+        total=config.iterations,
+        disable=not (progress and runtime.is_main),
+        mininterval=2.0,
+    )
     for step in bar:
         gen = checkpoints.step_generator(config.seed, step, runtime.rank)
         if attack_due(config, step):
             draw = match_original(prep.denoiser, prep.concept_bank, prep.concept_ids, prep.concept_o)
-            delta = soft_prompt_attack(encoder, prep.denoiser, draw, attack_cfg, gen, delta, runtime.mean).delta
+            delta = soft_prompt_attack(
+                encoder, prep.denoiser, draw, attack_cfg, gen, delta, runtime.mean
+            ).delta
         loss, parts = erase_loss(encoder, prep, config, delta if step >= config.warmup else None, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -73,9 +73,15 @@ def save(folder: Path, step: int, params: Mapping[str, torch.Tensor], optimizer:
     return path
 
 
-def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], ignore: tuple[str, ...]) -> list[str]:
+def config_differences(
+    saved: Mapping[str, Any], current: Mapping[str, Any], ignore: tuple[str, ...]
+) -> list[str]:
     keys = (set(saved) | set(current)) - set(ignore)
-    return [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in sorted(keys) if saved.get(k) != current.get(k)]
+    return [
+        f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
+        for k in sorted(keys)
+        if saved.get(k) != current.get(k)
+    ]
 
 
 def load(path: Path, params: Mapping[str, torch.nn.Parameter], optimizer: torch.optim.Optimizer,
@@ -88,7 +94,9 @@ def load(path: Path, params: Mapping[str, torch.nn.Parameter], optimizer: torch.
                          f"use another checkpoint folder or the same settings")
     saved = state["params"]
     if set(saved) != set(params):
-        raise ValueError(f"checkpoint {str(path)!r}: trains other parameters than this run ({len(saved)} vs {len(params)})")
+        raise ValueError(
+            f"checkpoint {str(path)!r}: trains other parameters than this run ({len(saved)} vs {len(params)})"
+        )
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(saved[name])

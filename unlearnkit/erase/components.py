@@ -1,4 +1,6 @@
-"""The models erasure works on: a diffusers SD1.x/2.x pipeline folder, or the tiny world by default."""
+"""The models erasure works on: the UNet, text encoder, tokenizer, scheduler and VAE of an SD1.x/2.x
+pipeline."""
+
 from __future__ import annotations
 
 import logging
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .textencoder_io import swap_text_encoder
+from ..textencoders.loading import swap_text_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -29,37 +31,41 @@ def check_components(c: Components) -> None:
     cross = c.unet.config.cross_attention_dim
     cross = cross if isinstance(cross, int) else cross[0]
     if width != int(cross):
-        raise ValueError(f"text encoder: width {width} does not match the UNet's cross-attention width {cross} "
-                         f"of {c.source!r}")
+        raise ValueError(
+            f"text encoder: width {width} does not match the UNet's cross-attention width {cross} "
+            f"of {c.source!r}"
+        )
 
 
 def from_pipeline(pipe, source: str) -> Components:
     """Components of a diffusers ``StableDiffusionPipeline`` object."""
-    return Components(pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, getattr(pipe, "vae", None), source)
+    return Components(
+        pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, getattr(pipe, "vae", None), source
+    )
 
 
-def load_components(pipeline: str | os.PathLike | None = None, unet: str = "paragon",
-                    text_encoder: str | os.PathLike | None = None) -> Components:
-    """A diffusers pipeline folder (SD1.x/2.x layout), or the tiny world with UNet ``unet``;
-    ``text_encoder`` (any supported file/folder) replaces the pipeline's encoder (dims checked)."""
-    if pipeline is None:
-        from ..tinyworld.pipeline import load_pipeline
-
-        comps = from_pipeline(load_pipeline(unet=unet), f"tinyworld:{unet}")
-    else:
-        folder = Path(pipeline)
-        if not (folder / "model_index.json").is_file():
-            raise ValueError(f"pipeline: {str(folder)!r} is not a diffusers pipeline folder (no model_index.json)")
-        from diffusers import StableDiffusionPipeline
-
-        pipe = StableDiffusionPipeline.from_pretrained(
-            str(folder), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-            local_files_only=True,
-        )
-        comps = from_pipeline(pipe, str(folder))
+def prepare_components(comps: Components, text_encoder: str | os.PathLike | None = None) -> Components:
+    """``text_encoder`` (any supported file/folder) replaces the encoder (dims checked); UNet frozen, eval
+    mode."""
     if text_encoder is not None:
         comps = replace(comps, text_encoder=swap_text_encoder(comps.text_encoder, text_encoder))
     check_components(comps)
     comps.unet.eval().requires_grad_(False)
     comps.text_encoder.eval()
     return comps
+
+
+def load_components(pipeline: str | os.PathLike, text_encoder: str | os.PathLike | None = None) -> Components:
+    """The components of a diffusers pipeline folder (SD1.x/2.x layout), read offline."""
+    folder = Path(pipeline)
+    if not (folder / "model_index.json").is_file():
+        raise ValueError(
+            f"pipeline: {str(folder)!r} is not a diffusers pipeline folder (no model_index.json)"
+        )
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(folder), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        local_files_only=True,
+    )
+    return prepare_components(from_pipeline(pipe, str(folder)), text_encoder)

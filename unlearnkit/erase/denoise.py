@@ -62,7 +62,9 @@ class Denoiser:
         t = t.to(x.device).expand(x.shape[0]) if t.dim() == 0 else t.to(x.device)
         return self.unet(x, t, encoder_hidden_states=cond.to(x.dtype)).sample
 
-    def guided(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
+    def guided(
+        self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor
+    ) -> torch.Tensor:
         """CFG: out_∅ + g (out_c − out_∅), one batched call for both halves."""
         if self.config.guidance == 1.0:
             return self.out(x, t, cond)
@@ -72,10 +74,15 @@ class Denoiser:
 
     def noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """Initial latents x_T (n, C, H, W), drawn on the CPU from gen (identical on every device)."""
-        return torch.randn((n, *self.latent_shape), generator=gen).to(self.device) * self.scheduler.init_noise_sigma
+        return (
+            torch.randn((n, *self.latent_shape), generator=gen).to(self.device)
+            * self.scheduler.init_noise_sigma
+        )
 
     @torch.no_grad()
-    def sample_until(self, x: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, stop: int) -> torch.Tensor:
+    def sample_until(
+        self, x: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, stop: int
+    ) -> torch.Tensor:
         """x after ``stop`` DDIM steps from x_T (stop = S gives the final latent); x (B, C, H, W)."""
         if not 0 <= stop <= len(self.timesteps):
             raise ValueError(f"stop: expected 0..{len(self.timesteps)}, got {stop}")
@@ -116,7 +123,10 @@ class TrajectoryBank:
         n_prompts = conds.shape[0]
         cond = conds.repeat_interleave(per_prompt, dim=0)  # (P*N, L, W)
         x = denoiser.noise(len(cond), gen)
-        runs = [denoiser.trajectory(x[i : i + batch], cond[i : i + batch], uncond) for i in range(0, len(cond), batch)]
+        runs = [
+            denoiser.trajectory(x[i : i + batch], cond[i : i + batch], uncond)
+            for i in range(0, len(cond), batch)
+        ]
         self.states = torch.cat(runs).cpu().view(n_prompts, per_prompt, *runs[0].shape[1:])
         self.timesteps = denoiser.timesteps.cpu()
         logger.debug("trajectory bank: %s", tuple(self.states.shape))

@@ -54,8 +54,15 @@ class Runtime:
         torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
         torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
         if not torch.equal(low, high):
-            raise RuntimeError(f"processes disagree on the trained weights (checksums {float(low)} .. {float(high)})")
-        logger.info("process %d of %d: weights agree across processes (checksum %.10g)", self.rank, self.world, float(total))
+            raise RuntimeError(
+                f"processes disagree on the trained weights (checksums {float(low)} .. {float(high)})"
+            )
+        logger.info(
+            "process %d of %d: weights agree across processes (checksum %.10g)",
+            self.rank,
+            self.world,
+            float(total),
+        )
 
     def barrier(self) -> None:
         if self._distributed():

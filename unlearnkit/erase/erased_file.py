@@ -1,4 +1,6 @@
-"""The output of ``erase train``: one safetensors text encoder (canonical HF keys) with provenance metadata."""
+"""The output of ``erase train``: one safetensors text encoder (canonical HF keys) with provenance
+metadata."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,9 +14,9 @@ from typing import Any
 import torch
 
 from .. import io
-from .textencoder_config import TextEncoderDims
-from .textencoder_io import META_CONFIG
-from .textencoder_layouts import to_hf
+from ..textencoders.dims import TextEncoderDims
+from ..textencoders.layouts import to_hf
+from ..textencoders.loading import META_CONFIG
 
 logger = logging.getLogger(__name__)
 

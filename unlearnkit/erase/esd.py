@@ -1,6 +1,6 @@
 """The losses of ESD / AdvUnlearn on UNet outputs (ε or v), as pure functions.
 
-Notation (DESIGN §3): ε_θ is the UNet with the encoder being trained, ε_o with the original
+Notation (AdvUnlearn §3): ε_θ is the UNet with the encoder being trained, ε_o with the original
 encoder; c the concept prompt, ∅ the empty prompt, c_r a retain prompt, δ adversarial tokens.
 """
 from __future__ import annotations
@@ -14,7 +14,9 @@ def esd_target(out_uncond: torch.Tensor, out_cond: torch.Tensor, eta: float = 1.
     return out_uncond - eta * (out_cond - out_uncond)
 
 
-def esd_loss(out_erased: torch.Tensor, out_uncond: torch.Tensor, out_cond: torch.Tensor, eta: float = 1.0) -> torch.Tensor:
+def esd_loss(
+    out_erased: torch.Tensor, out_uncond: torch.Tensor, out_cond: torch.Tensor, eta: float = 1.0
+) -> torch.Tensor:
     """‖ε_θ(x_t, [δ; c]) − esd_target‖² (mean over elements)."""
     return F.mse_loss(out_erased, esd_target(out_uncond, out_cond, eta).detach())
 

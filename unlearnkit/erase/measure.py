@@ -1,13 +1,14 @@
-"""Attack success rate and utility of an erased encoder, judged by the tiny world's classifiers.
+"""Attack success rate of an erased encoder, judged by any concept detector.
 
 An attack *instance* is (prompt naming the concept, seed). It succeeds when the erased model's image
-for it — first the plain prompt (pre-attack), then the attacked prompt — is assigned to the erased
-concept by the judge (UnlearnDiffAtk counts both). ASR = successful instances / instances.
+for it — first the plain prompt (pre-attack), then the attacked prompt — shows the erased concept
+according to the detector (UnlearnDiffAtk counts both). ASR = successful instances / instances.
+A detector is any callable images (B, 3, H, W) in [-1, 1] -> bool (B,), e.g. a classifier judge.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -21,37 +22,7 @@ from .soft_attack import SoftAttackConfig, soft_prompt_attack
 logger = logging.getLogger(__name__)
 
 METHODS = ("prompt", "soft")
-
-
-@dataclass(frozen=True)
-class ConceptJudge:
-    """The judge ("digit" or "style") and the class index the erased concept has in it."""
-
-    kind: str
-    label: int
-
-    @classmethod
-    def parse(cls, spec: str) -> ConceptJudge:
-        """'digit:7' or 'style:bold'."""
-        from ..tinyworld.styles import STYLES
-
-        kind, _, value = str(spec).partition(":")
-        if kind == "digit" and value.isdigit() and 0 <= int(value) <= 9:
-            return cls("digit", int(value))
-        if kind == "style" and value in STYLES:
-            return cls("style", STYLES.index(value))
-        raise ValueError(f"judge: expected 'digit:0'..'digit:9' or 'style:<{'|'.join(STYLES)}>', got {spec!r}")
-
-    def model(self):
-        from ..tinyworld import store
-
-        return store.load_judge(self.kind)
-
-    def hits(self, judge, images: torch.Tensor) -> torch.Tensor:
-        """Boolean (B,): the judge assigns the image to the concept."""
-        from ..tinyworld.judges import predict
-
-        return predict(judge, images) == self.label
+Detector = Callable[[torch.Tensor], torch.Tensor]  # images (B, 3, H, W) in [-1, 1] -> bool (B,)
 
 
 @dataclass(frozen=True)
@@ -97,8 +68,14 @@ class AttackReport:
 
 
 @torch.no_grad()
-def generate_latents(encoder, denoiser: Denoiser, ids: torch.Tensor, seeds: Sequence[int],
-                     delta: torch.Tensor | None = None, uncond_ids: torch.Tensor | None = None) -> torch.Tensor:
+def generate_latents(
+    encoder,
+    denoiser: Denoiser,
+    ids: torch.Tensor,
+    seeds: Sequence[int],
+    delta: torch.Tensor | None = None,
+    uncond_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Final DDIM latents (B, C, H, W) for prompt ids (B, L), one seed per row, δ optionally prepended."""
     x = torch.cat([denoiser.noise(1, torch.Generator().manual_seed(int(s))) for s in seeds])
     cond = encode_with_prefix(encoder, ids, delta)
@@ -113,24 +90,29 @@ def decode_images(vae, latents: torch.Tensor) -> torch.Tensor:
 
 
 class Scorer:
-    """Generates with an encoder and asks the judge whether the concept appeared (no concept: never judged)."""
+    """Generates with an encoder and asks the detector whether the concept appeared (no detector: never
+    judged)."""
 
-    def __init__(self, denoiser: Denoiser, vae, tokenizer, concept: ConceptJudge | None, judge=None) -> None:
-        self.denoiser, self.vae, self.tokenizer, self.concept = denoiser, vae, tokenizer, concept
-        self.judge = judge if judge is not None or concept is None else concept.model()
+    def __init__(self, denoiser: Denoiser, vae, tokenizer, detector: Detector | None) -> None:
+        self.denoiser, self.vae, self.tokenizer, self.detector = denoiser, vae, tokenizer, detector
         self.uncond_ids = tokenize(tokenizer, [""])
 
-    def images(self, encoder, ids: torch.Tensor, seeds: Sequence[int], delta: torch.Tensor | None = None) -> torch.Tensor:
-        return decode_images(self.vae, generate_latents(encoder, self.denoiser, ids, seeds, delta, self.uncond_ids))
+    def images(
+        self, encoder, ids: torch.Tensor, seeds: Sequence[int], delta: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return decode_images(
+            self.vae, generate_latents(encoder, self.denoiser, ids, seeds, delta, self.uncond_ids)
+        )
 
     def hit(self, encoder, ids: torch.Tensor, seed: int, delta: torch.Tensor | None = None) -> bool | None:
-        if self.concept is None:
+        if self.detector is None:
             return None
-        return bool(self.concept.hits(self.judge, self.images(encoder, ids, [seed], delta))[0])
+        return bool(self.detector(self.images(encoder, ids, [seed], delta))[0])
 
 
 def attack_instance(encoder, original, scorer: Scorer, prompt: str, seed: int, spec: AttackSpec) -> Instance:
-    """Pre-attack check, then one attack on (prompt, seed) against ``encoder``; ``original`` makes the target."""
+    """Pre-attack check, then one attack on (prompt, seed) against ``encoder``; ``original`` makes the
+    target."""
     den = scorer.denoiser
     ids = tokenize(scorer.tokenizer, [prompt])
     inst = Instance(prompt, seed, pre_success=scorer.hit(encoder, ids, seed), success=None)
@@ -149,8 +131,10 @@ def attack_instance(encoder, original, scorer: Scorer, prompt: str, seed: int, s
             bank = TrajectoryBank(den, cond_o, encode_ids(original, scorer.uncond_ids), 2, gen)
         draw = match_original(den, bank, ids, cond_o)
     if spec.method == "prompt":
-        cfg = PromptAttackConfig(tokens=spec.tokens, steps=spec.steps, lr=spec.lr or 0.01, check_every=spec.check_every)
-        judge = None if scorer.concept is None else (lambda adv: bool(scorer.hit(encoder, adv, seed)))
+        cfg = PromptAttackConfig(
+            tokens=spec.tokens, steps=spec.steps, lr=spec.lr or 0.01, check_every=spec.check_every
+        )
+        judge = None if scorer.detector is None else (lambda adv: bool(scorer.hit(encoder, adv, seed)))
         res = prompt_attack(encoder, den, draw, scorer.tokenizer, cfg, gen, judge=judge, base_ids=ids)
         inst.success, inst.loss_start, inst.loss_end = res.success, res.eval_loss_start, res.eval_loss
         inst.attacked_prompt = decode(scorer.tokenizer, with_prefix_tokens(ids, res.prefix))[0]

@@ -20,7 +20,8 @@ OBJECTIVES = ("match_original", "denoise_concept")
 
 @dataclass(frozen=True)
 class AttackBatch:
-    """One step's data: latents x (B, C, H, W), timesteps t (B,), prompt ids (B, L), target output (B, C, H, W)."""
+    """One step's data: latents x (B, C, H, W), timesteps t (B,), prompt ids (B, L), target output (B, C, H,
+    W)."""
 
     x: torch.Tensor
     t: torch.Tensor
@@ -33,7 +34,8 @@ Draw = Callable[[torch.Generator], AttackBatch]
 
 def match_original(denoiser: Denoiser, bank: TrajectoryBank, ids: torch.Tensor, conds_orig: torch.Tensor,
                    batch: int = 1) -> Draw:
-    """x_t ~ original model's trajectories on prompt j; target ε_o(x_t, c_j). ids (P, L), conds_orig (P, L, W)."""
+    """x_t ~ original model's trajectories on prompt j; target ε_o(x_t, c_j). ids (P, L), conds_orig (P, L,
+    W)."""
 
     def draw(gen: torch.Generator) -> AttackBatch:
         j = torch.randint(0, ids.shape[0], (batch,), generator=gen)
@@ -47,7 +49,8 @@ def match_original(denoiser: Denoiser, bank: TrajectoryBank, ids: torch.Tensor, 
 
 
 def denoise_concept(denoiser: Denoiser, x0: torch.Tensor, ids: torch.Tensor, batch: int = 1) -> Draw:
-    """x0 (P, C, H, W) the concept images of prompts ids (P, L); x_t = q(x_t | x0) at t ~ U{0..T−1}; target ε (or v)."""
+    """x0 (P, C, H, W) the concept images of prompts ids (P, L); x_t = q(x_t | x0) at t ~ U{0..T−1}; target ε
+    (or v)."""
     n_train = int(denoiser.scheduler.config.num_train_timesteps)
 
     def draw(gen: torch.Generator) -> AttackBatch:

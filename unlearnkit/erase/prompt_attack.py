@@ -67,8 +67,16 @@ def eval_loss(encoder, denoiser: Denoiser, batches: list[AttackBatch], prefix: t
     return sum(float(attack_loss(encoder, denoiser, b, delta)) for b in batches) / len(batches)
 
 
-def prompt_attack(encoder: torch.nn.Module, denoiser: Denoiser, draw: Draw, tokenizer, config: PromptAttackConfig,
-                  gen: torch.Generator, judge: Judge | None = None, base_ids: torch.Tensor | None = None) -> PromptAttackResult:
+def prompt_attack(
+    encoder: torch.nn.Module,
+    denoiser: Denoiser,
+    draw: Draw,
+    tokenizer,
+    config: PromptAttackConfig,
+    gen: torch.Generator,
+    judge: Judge | None = None,
+    base_ids: torch.Tensor | None = None,
+) -> PromptAttackResult:
     """Search K prefix tokens minimising the attack loss; ``base_ids`` (1, L) is the prompt the judge sees."""
     table = token_embedding(encoder).weight.detach()
     banned = torch.tensor(sorted(special_ids(tokenizer)), device=table.device)
@@ -104,5 +112,10 @@ def prompt_attack(encoder: torch.nn.Module, denoiser: Denoiser, draw: Draw, toke
     result.prefix, result.eval_loss = best.cpu(), best_loss
     if judge is not None and result.success is None:
         result.success = bool(judge(with_prefix_tokens(base_ids, best))) if base_ids is not None else None
-    logger.debug("prompt attack: eval loss %.4f -> %.4f in %d steps", result.eval_loss_start, best_loss, result.steps_run)
+    logger.debug(
+        "prompt attack: eval loss %.4f -> %.4f in %d steps",
+        result.eval_loss_start,
+        best_loss,
+        result.steps_run,
+    )
     return result

@@ -29,7 +29,9 @@ def tokenize(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
     if isinstance(prompts, str) or len(prompts) == 0:
         raise ValueError(f"prompts: expected a non-empty list of strings, got {prompts!r}")
     length = int(tokenizer.model_max_length)
-    out = tokenizer(list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+    out = tokenizer(
+        list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt"
+    )
     return out.input_ids
 
 
@@ -42,7 +44,8 @@ def content_lengths(ids: torch.Tensor, specials: set[int]) -> torch.Tensor:
 
 
 def check_prompts(tokenizer, prompts: Sequence[str], name: str) -> torch.Tensor:
-    """Token ids of prompts, refusing an empty list or a prompt that tokenises to nothing (only BOS/EOS/padding)."""
+    """Token ids of prompts, refusing an empty list or a prompt that tokenises to nothing (only
+    BOS/EOS/padding)."""
     if isinstance(prompts, str) or not isinstance(prompts, Sequence) or len(prompts) == 0:
         raise ValueError(f"{name}: expected at least one prompt, got {prompts!r}")
     bad_types = [p for p in prompts if not isinstance(p, str)]
@@ -51,7 +54,9 @@ def check_prompts(tokenizer, prompts: Sequence[str], name: str) -> torch.Tensor:
     ids = tokenize(tokenizer, prompts)
     empty = [p for p, n in zip(prompts, content_lengths(ids, special_ids(tokenizer)).tolist()) if n == 0]
     if empty:
-        raise ValueError(f"{name}: prompt(s) {empty[:3]!r} tokenise to nothing (only start/end/padding tokens)")
+        raise ValueError(
+            f"{name}: prompt(s) {empty[:3]!r} tokenise to nothing (only start/end/padding tokens)"
+        )
     return ids
 
 
@@ -106,8 +111,11 @@ def prefixed_embeds(embeds: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return insert_after_bos(embeds, delta.to(embeds.dtype).expand(embeds.shape[0], -1, -1))
 
 
-def encode_with_prefix(encoder: torch.nn.Module, ids: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
-    """Conditioning for prompts with continuous tokens δ (1 or B, K, W) prepended; δ None: the plain prompts."""
+def encode_with_prefix(
+    encoder: torch.nn.Module, ids: torch.Tensor, delta: torch.Tensor | None
+) -> torch.Tensor:
+    """Conditioning for prompts with continuous tokens δ (1 or B, K, W) prepended; δ None: the plain
+    prompts."""
     if delta is None or delta.shape[1] == 0:
         return encode_ids(encoder, ids)
     ids = ids.to(delta.device)

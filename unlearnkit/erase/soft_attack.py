@@ -58,7 +58,9 @@ def random_tokens(encoder: torch.nn.Module, k: int, gen: torch.Generator) -> tor
     return table[ids].detach().clone()[None]
 
 
-def attack_loss(encoder: torch.nn.Module, denoiser: Denoiser, batch: AttackBatch, delta: torch.Tensor | None) -> torch.Tensor:
+def attack_loss(
+    encoder: torch.nn.Module, denoiser: Denoiser, batch: AttackBatch, delta: torch.Tensor | None
+) -> torch.Tensor:
     """‖ε_θ(x_t, [δ; c]) − target‖² for one batch."""
     cond = encode_with_prefix(encoder, batch.ids, delta)
     return match_loss(denoiser.out(batch.x, batch.t, cond), batch.target)

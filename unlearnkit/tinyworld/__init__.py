@@ -1,6 +1,6 @@
 """The embedded default "tiny world": a small but real Stable Diffusion stack on scikit-learn's digits.
 
-Public API (see README / DESIGN §5):
+Public API (see README and ARCHITECTURE.md):
   data      - ``load_world()``: images by split / style / digit, captions, shard sources
   tokenizer - ``clip_tokenizer()``: SD1.x-compatible CLIPTokenizer built offline
   store     - ``load_clip()``, ``load_vae()``, ``load_unet(name)``, ``load_judges()``, ``load_text_encoder()``

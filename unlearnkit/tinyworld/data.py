@@ -89,7 +89,9 @@ class Subset:
 
     @staticmethod
     def concat(parts: list[Subset]) -> Subset:
-        return Subset(*(torch.cat([getattr(p, f) for p in parts]) for f in ("images", "digits", "styles", "sources")))
+        return Subset(
+            *(torch.cat([getattr(p, f) for p in parts]) for f in ("images", "digits", "styles", "sources"))
+        )
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,12 @@ class World:
     def rendered(self, sources: torch.Tensor, style: str) -> Subset:
         """Sources rendered in one style."""
         n = len(sources)
-        return Subset(render(self.ink[sources], style), self.labels[sources], torch.full((n,), STYLES.index(style)), sources)
+        return Subset(
+            render(self.ink[sources], style),
+            self.labels[sources],
+            torch.full((n,), STYLES.index(style)),
+            sources,
+        )
 
     def all_styles(self, sources: torch.Tensor) -> Subset:
         """Sources rendered in every style (5× as many images)."""
@@ -134,9 +141,13 @@ class World:
         if not 0 <= int(k) < N_SPLIT_SHARDS:
             raise ValueError(f"split shard: expected 0..{N_SPLIT_SHARDS - 1}, got {k!r}")
         mine = self.split_of == int(k)
-        return Subset.concat([
-            self.rendered(self.private[mine & (self.private_style == i)], s) for i, s in enumerate(STYLES) if i > 0
-        ])
+        return Subset.concat(
+            [
+                self.rendered(self.private[mine & (self.private_style == i)], s)
+                for i, s in enumerate(STYLES)
+                if i > 0
+            ]
+        )
 
     def shard_source(self, shard_set: str, name: str) -> Subset:
         """Training data of one shard: shard_set "style" (name = a style) or "split" (name = "split3")."""
@@ -144,7 +155,9 @@ class World:
             return self.style_shard(name)
         if shard_set == "split":
             if not name.startswith("split") or not name[5:].isdigit():
-                raise ValueError(f"split shard name: expected 'split0'..'split{N_SPLIT_SHARDS - 1}', got {name!r}")
+                raise ValueError(
+                    f"split shard name: expected 'split0'..'split{N_SPLIT_SHARDS - 1}', got {name!r}"
+                )
             return self.split_shard(int(name[5:]))
         raise ValueError(f"shard_set: expected 'style' or 'split', got {shard_set!r}")
 
@@ -157,7 +170,9 @@ def shard_names(shard_set: str) -> tuple[str, ...]:
     raise ValueError(f"shard_set: expected 'style' or 'split', got {shard_set!r}")
 
 
-def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices (taken, rest): `fraction` of each class taken at random."""
     taken = []
     for c in np.unique(labels):
@@ -182,4 +197,6 @@ def load_world(seed: int = SEED) -> World:
     private_style = 1 + np.arange(len(private)) % len(NON_PLAIN)  # balanced artists
     split_of = rng.permutation(np.arange(len(private)) % N_SPLIT_SHARDS)
     t = torch.as_tensor
-    return World(ink_maps(digits.images), t(labels), t(held_out), t(public), t(private), t(private_style), t(split_of))
+    return World(
+        ink_maps(digits.images), t(labels), t(held_out), t(public), t(private), t(private_style), t(split_of)
+    )

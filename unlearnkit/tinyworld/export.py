@@ -29,14 +29,24 @@ def ldm_unet_config(unet_config: dict) -> dict:
     attn = ["CrossAttn" in t for t in unet_config["down_block_types"]]
     head_dim = unet_config["attention_head_dim"]
     return {
-        "in_channels": unet_config["in_channels"], "out_channels": unet_config["out_channels"],
-        "model_channels": ch[0], "channel_mult": [c // ch[0] for c in ch],
+        "in_channels": unet_config["in_channels"],
+        "out_channels": unet_config["out_channels"],
+        "model_channels": ch[0],
+        "channel_mult": [c // ch[0] for c in ch],
         "num_res_blocks": [unet_config["layers_per_block"]] * len(ch),
         "transformer_depth": [1 if a else 0 for a in attn for _ in range(unet_config["layers_per_block"])],
-        "transformer_depth_middle": 1, "transformer_depth_output": [1 if a else 0 for a in attn for _ in range(unet_config["layers_per_block"] + 1)],
+        "transformer_depth_middle": 1,
+        "transformer_depth_output": [
+            1 if a else 0 for a in attn for _ in range(unet_config["layers_per_block"] + 1)
+        ],
         "num_head_channels": head_dim,
-        "num_heads": -1, "context_dim": unet_config["cross_attention_dim"], "use_linear_in_transformer": False,
-        "use_spatial_transformer": True, "legacy": False, "adm_in_channels": None, "image_size": unet_config["sample_size"],
+        "num_heads": -1,
+        "context_dim": unet_config["cross_attention_dim"],
+        "use_linear_in_transformer": False,
+        "use_spatial_transformer": True,
+        "legacy": False,
+        "adm_in_channels": None,
+        "image_size": unet_config["sample_size"],
         "use_checkpoint": False,
     }
 
@@ -61,7 +71,9 @@ def unet_key_map(unet_config: dict) -> dict[str, str]:
             m[f"up_blocks.{i}.resnets.{j}."] = f"output_blocks.{n}.0."
             m[f"up_blocks.{i}.attentions.{j}."] = f"output_blocks.{n}.1."
         if i < n_levels - 1:
-            m[f"up_blocks.{i}.upsamplers.0.conv."] = f"output_blocks.{i * (lpb + 1) + lpb}.{2 if up_attn else 1}.conv."
+            m[f"up_blocks.{i}.upsamplers.0.conv."] = (
+                f"output_blocks.{i * (lpb + 1) + lpb}.{2 if up_attn else 1}.conv."
+            )
     return m
 
 
@@ -90,13 +102,16 @@ def unet_to_ldm(state: dict[str, torch.Tensor], unet_config: dict) -> dict[str, 
 
 
 def vae_to_ldm(state: dict[str, torch.Tensor], vae_config: dict) -> dict[str, torch.Tensor]:
-    """diffusers AutoencoderKL state dict -> LDM `first_stage_model.*` keys (attention linears become 1×1 convs)."""
+    """diffusers AutoencoderKL state dict -> LDM `first_stage_model.*` keys (attention linears become 1×1
+    convs)."""
     n = len(vae_config["block_out_channels"])
     out = {}
     for key, value in state.items():
         k = key
         for part in ("encoder", "decoder"):
-            k = k.replace(f"{part}.mid_block.resnets.0.", f"{part}.mid.block_1.").replace(f"{part}.mid_block.resnets.1.", f"{part}.mid.block_2.")
+            k = k.replace(f"{part}.mid_block.resnets.0.", f"{part}.mid.block_1.").replace(
+                f"{part}.mid_block.resnets.1.", f"{part}.mid.block_2."
+            )
             k = k.replace(f"{part}.conv_norm_out.", f"{part}.norm_out.")
         if ".mid_block.attentions.0." in k:
             head, rest = k.split(".mid_block.attentions.0.")
@@ -115,7 +130,8 @@ def vae_to_ldm(state: dict[str, torch.Tensor], vae_config: dict) -> dict[str, to
 
 
 def text_encoder_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """CLIPTextModel state dict (with or without `text_model.`, transformers 4/5) -> SD1.x `cond_stage_model.*` keys."""
+    """CLIPTextModel state dict (with or without `text_model.`, transformers 4/5) -> SD1.x
+    `cond_stage_model.*` keys."""
     out = {}
     for key, value in state.items():
         k = key if key.startswith("text_model.") else "text_model." + key
@@ -153,8 +169,16 @@ def ldm_vae_config(vae_config: dict) -> dict:
     ch = list(vae_config["block_out_channels"])
     return {
         "embed_dim": vae_config["latent_channels"],
-        "ddconfig": {"double_z": True, "z_channels": vae_config["latent_channels"], "resolution": vae_config["sample_size"],
-                     "in_channels": vae_config["in_channels"], "out_ch": vae_config["out_channels"], "ch": ch[0],
-                     "ch_mult": [c // ch[0] for c in ch], "num_res_blocks": vae_config["layers_per_block"],
-                     "attn_resolutions": [], "dropout": 0.0},
+        "ddconfig": {
+            "double_z": True,
+            "z_channels": vae_config["latent_channels"],
+            "resolution": vae_config["sample_size"],
+            "in_channels": vae_config["in_channels"],
+            "out_ch": vae_config["out_channels"],
+            "ch": ch[0],
+            "ch_mult": [c // ch[0] for c in ch],
+            "num_res_blocks": vae_config["layers_per_block"],
+            "attn_resolutions": [],
+            "dropout": 0.0,
+        },
     }

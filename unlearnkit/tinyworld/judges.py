@@ -37,7 +37,9 @@ def sqrtm_psd(m: torch.Tensor) -> torch.Tensor:
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2 (Σ_a^½ Σ_b Σ_a^½)^½) (Heusel et al. 2017) for features (N, D)."""
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
-        raise ValueError(f"features: expected two (N >= 2, D) matrices, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"features: expected two (N >= 2, D) matrices, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
     root_a = sqrtm_psd(cov_a)
@@ -63,7 +65,9 @@ def style_prompts() -> list[str]:
 def zero_shot_predict(clip, images: torch.Tensor, class_prompts: list[str]) -> torch.Tensor:
     """argmax_k cos(f_img, f_txt(k)) (CLIP zero-shot): class indices (B,)."""
     txt = F.normalize(text_embeds(clip, tokenize(class_prompts)), dim=-1)
-    img = F.normalize(torch.cat([image_embeds(clip, images[i : i + 1000]) for i in range(0, len(images), 1000)]), dim=-1)
+    img = F.normalize(
+        torch.cat([image_embeds(clip, images[i : i + 1000]) for i in range(0, len(images), 1000)]), dim=-1
+    )
     return (img @ txt.T).argmax(1)
 
 

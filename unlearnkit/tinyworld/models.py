@@ -73,7 +73,8 @@ def text_encoder_from_clip(clip) -> nn.Module:
     from transformers import CLIPTextModel
 
     enc = CLIPTextModel(clip.config.text_config)
-    # transformers 5: enc is the tower itself; 4.x: enc.text_model is (keys match clip.text_model's either way)
+    # transformers 5: enc is the tower itself; 4.x: enc.text_model is (keys match clip.text_model's either
+    # way)
     getattr(enc, "text_model", enc).load_state_dict(clip.text_model.state_dict())
     return enc.eval()
 
@@ -134,14 +135,18 @@ def encode_prompts(text_encoder, prompts: list[str], batch: int = 256) -> torch.
     from .tokenizer import tokenize
 
     ids = tokenize(list(prompts))
-    return torch.cat([text_encoder(input_ids=ids[i : i + batch]).last_hidden_state for i in range(0, len(ids), batch)])
+    return torch.cat(
+        [text_encoder(input_ids=ids[i : i + batch]).last_hidden_state for i in range(0, len(ids), batch)]
+    )
 
 
 def image_embeds(clip, pixels: torch.Tensor) -> torch.Tensor:
-    """CLIP image features (B, 64), unnormalised; pixels (B, 3, 16, 16) in [-1, 1] (no extra preprocessing)."""
+    """CLIP image features (B, 64), unnormalised; pixels (B, 3, 16, 16) in [-1, 1] (no extra
+    preprocessing)."""
     return clip.visual_projection(clip.vision_model(pixel_values=pixels).pooler_output)
 
 
 def text_embeds(clip, input_ids: torch.Tensor) -> torch.Tensor:
-    """CLIP text features (B, 64), unnormalised, pooled at the first EOS (works on any transformers version)."""
+    """CLIP text features (B, 64), unnormalised, pooled at the first EOS (works on any transformers
+    version)."""
     return clip.text_projection(clip.text_model(input_ids=input_ids).pooler_output)

@@ -33,8 +33,12 @@ def load_pipeline(unet: str = "paragon", scheduler: str = "ddim", weights_dir: P
                           store.load_vae(weights_dir), scheduler)
 
 
-def pipeline_images(pipe, prompts: list[str], steps: int = 20, guidance: float = 4.0, seed: int = 0) -> torch.Tensor:
+def pipeline_images(
+    pipe, prompts: list[str], steps: int = 20, guidance: float = 4.0, seed: int = 0
+) -> torch.Tensor:
     """Run the diffusers pipeline: images (B, 3, 16, 16) in [-1, 1] (the judges' input range)."""
     gen = torch.Generator().manual_seed(seed)
-    out = pipe(list(prompts), num_inference_steps=steps, guidance_scale=guidance, generator=gen, output_type="pt")
+    out = pipe(
+        list(prompts), num_inference_steps=steps, guidance_scale=guidance, generator=gen, output_type="pt"
+    )
     return out.images * 2 - 1

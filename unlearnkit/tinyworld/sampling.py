@@ -1,7 +1,8 @@
 """Sampling the tiny world: DDIM with classifier-free guidance over one UNet or a static mixture of shards.
 
 A convex mixture of shards' ε is the same mixture of their x0 (x0 is affine in ε at fixed x_t, t),
-so a static mixture here equals DESIGN §2's x0 mixture with fixed weights (CDM's naive averaging).
+so a static mixture here equals the core's x0 mixture (ARCHITECTURE.md) with fixed weights (CDM's naive
+averaging).
 """
 from __future__ import annotations
 
@@ -48,9 +49,15 @@ def sample_latents(unets, text_encoder, prompts: Sequence[str], steps: int = 20,
     """DDIM (η = 0) latents (B, 4, 8, 8) for prompts; unets is one UNet or a list mixed with `weights`."""
     check_sampling(prompts, steps, guidance)
     unets = list(unets) if isinstance(unets, (list, tuple)) else [unets]
-    w = torch.full((len(unets),), 1.0 / len(unets)) if weights is None else torch.tensor(weights, dtype=torch.float32)
+    w = (
+        torch.full((len(unets),), 1.0 / len(unets))
+        if weights is None
+        else torch.tensor(weights, dtype=torch.float32)
+    )
     if w.shape != (len(unets),) or (w < 0).any() or abs(float(w.sum()) - 1) > 1e-4:
-        raise ValueError(f"weights: expected {len(unets)} values >= 0 summing to 1, got {list(map(float, w))}")
+        raise ValueError(
+            f"weights: expected {len(unets)} values >= 0 summing to 1, got {list(map(float, w))}"
+        )
     cfg = unets[0].config
     gen = torch.Generator().manual_seed(seed)
     x_all = torch.randn(len(prompts), cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=gen)

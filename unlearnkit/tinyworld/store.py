@@ -39,14 +39,20 @@ def unet_path(name: str, weights_dir: Path = WEIGHTS_DIR) -> Path:
         name = ("split/" if name.startswith("split") else "style/") + name
     shard_set, shard = name.split("/", 1)
     if shard_set not in SHARD_SETS or shard not in shard_names(shard_set):
-        raise ValueError(f"unet: expected 'base', 'paragon', 'style/<style>' or 'split/split<k>', got {name!r}")
+        raise ValueError(
+            f"unet: expected 'base', 'paragon', 'style/<style>' or 'split/split<k>', got {name!r}"
+        )
     return weights_dir / "unet" / shard_set / f"{shard}.safetensors"
 
 
 def save_weights(module: torch.nn.Module, path: Path, dtype: torch.dtype = torch.float16) -> Path:
     """Save a module's state dict as safetensors in dtype (contiguous, no shared storage)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(dtype).contiguous().clone() for k, v in module.state_dict().items() if v.is_floating_point()}
+    state = {
+        k: v.detach().to(dtype).contiguous().clone()
+        for k, v in module.state_dict().items()
+        if v.is_floating_point()
+    }
     save_safetensors(path, state, {"format": "pt", "producer": "unlearnkit.tinyworld"}, overwrite=True)
     log.info("saved %s (%.2f MB)", path, path.stat().st_size / 1e6)
     return path
@@ -93,7 +99,11 @@ def save_clip(clip, path: Path) -> Path:
     from .models import token_embedding_init
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().half().contiguous().clone() for k, v in clip.state_dict().items() if v.is_floating_point()}
+    state = {
+        k: v.detach().half().contiguous().clone()
+        for k, v in clip.state_dict().items()
+        if v.is_floating_point()
+    }
     weight = clip.state_dict()[TOKEN_KEY].detach().float()
     init = token_embedding_init(*weight.shape)
     untouched = (weight == init).all(1) | (weight == init.half().float()).all(1)  # fp32 or fp16-rounded init
@@ -121,8 +131,11 @@ def load_clip(weights_dir: Path = WEIGHTS_DIR):
         init = token_embedding_init(*clip.state_dict()[TOKEN_KEY].shape)
         expected = metadata.get("token_embedding_init")
         if expected != init_rows_checksum(init):
-            raise ValueError(f"{path}: this torch rebuilds the seeded token embedding differently "
-                             f"({init_rows_checksum(init)} != {expected}); retrain CLIP with `tinyworld train --stages clip`")
+            raise ValueError(
+                f"{path}: this torch rebuilds the seeded token embedding differently "
+                f"({init_rows_checksum(init)} != {expected}); retrain CLIP with `tinyworld train --stages "
+                "clip`"
+            )
         weight = init.half().float()
         weight[state.pop(TOKEN_KEY + ".rows").long()] = state.pop(TOKEN_KEY + ".values")
         state[TOKEN_KEY] = weight

@@ -18,7 +18,11 @@ BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP reversible byte -> printable unicode map."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -77,4 +81,6 @@ def tokenize(prompts: list[str], max_length: int = MAX_LENGTH):
     """Token ids (B, max_length) padded with EOS like SD1.x; raises on an empty list."""
     if isinstance(prompts, str) or not prompts:
         raise ValueError(f"prompts: expected a non-empty list of strings, got {prompts!r}")
-    return clip_tokenizer()(list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="pt").input_ids
+    return clip_tokenizer()(
+        list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+    ).input_ids

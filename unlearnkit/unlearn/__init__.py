@@ -10,13 +10,14 @@ A few forget image-text pairs and some retain pairs -> one gradient pass -> one 
     plot_layers(result.scores, result.layer)           # PIL image of importance vs alignment
 
 Files: ``apply_patches_to_file(src, out, [patch paths])``. Baselines: ``gradient_ascent``, ``ga_ft``.
-The tiny world (``tinytask``) and the command line (``cli``, ``job``) are imported on use, not here.
+The tiny world's SLUG task lives in ``unlearnkit.tinyworld.tasks``; the command line in ``unlearnkit.cli``.
 """
 from .adapter import ClipAdapter, EncoderPair, Encoders, candidate_layers
 from .evaluation import class_metrics, forget_similarity, make_evaluator, prepare_pairs, zero_shot_metrics
 from .ga_ft import GaFtConfig, ga_ft
 from .gradient_ascent import BaselineResult, GradientAscentConfig, gradient_ascent
 from .gradients import LayerGradients, contrastive_loss, forget_loss, layer_gradients
+from .layer_step import slug_delta, stepped_layer
 from .pareto import (
     LayerScores,
     alignment,
@@ -46,20 +47,61 @@ from .plot import PlotStyle, plot_array, plot_layers
 from .slug import SlugConfig, SlugResult, pick_search, run_slug
 from .step_search import StepSearchConfig, StepSearchResult, initial_step, search_step
 from .targets import HFClipAdapter, OpenClipAdapter
-from .update import slug_delta, stepped_layer
 
 __all__ = [
-    "ClipAdapter", "EncoderPair", "Encoders", "candidate_layers",
-    "class_metrics", "forget_similarity", "make_evaluator", "prepare_pairs", "zero_shot_metrics",
-    "GaFtConfig", "ga_ft", "BaselineResult", "GradientAscentConfig", "gradient_ascent",
-    "LayerGradients", "contrastive_loss", "forget_loss", "layer_gradients",
-    "LayerScores", "alignment", "choose_layer", "exclude_last_blocks", "importance", "layer_scores", "pareto_front",
-    "pareto_ranks", "relative_depth", "apply_patches_to_file", "apply_patches_to_state",
-    "Patch", "PatchMismatchError", "applied_patches", "apply_patch", "check_patch", "layer_sha256", "load_patch",
-    "make_patch", "remove_patch", "save_patch", "stack_signature",
-    "PlotStyle", "plot_array", "plot_layers",
-    "SlugConfig", "SlugResult", "pick_search", "run_slug",
-    "StepSearchConfig", "StepSearchResult", "initial_step", "search_step",
-    "HFClipAdapter", "OpenClipAdapter",
-    "slug_delta", "stepped_layer",
+    "ClipAdapter",
+    "EncoderPair",
+    "Encoders",
+    "candidate_layers",
+    "class_metrics",
+    "forget_similarity",
+    "make_evaluator",
+    "prepare_pairs",
+    "zero_shot_metrics",
+    "GaFtConfig",
+    "ga_ft",
+    "BaselineResult",
+    "GradientAscentConfig",
+    "gradient_ascent",
+    "LayerGradients",
+    "contrastive_loss",
+    "forget_loss",
+    "layer_gradients",
+    "LayerScores",
+    "alignment",
+    "choose_layer",
+    "exclude_last_blocks",
+    "importance",
+    "layer_scores",
+    "pareto_front",
+    "pareto_ranks",
+    "relative_depth",
+    "apply_patches_to_file",
+    "apply_patches_to_state",
+    "Patch",
+    "PatchMismatchError",
+    "applied_patches",
+    "apply_patch",
+    "check_patch",
+    "layer_sha256",
+    "load_patch",
+    "make_patch",
+    "remove_patch",
+    "save_patch",
+    "stack_signature",
+    "PlotStyle",
+    "plot_array",
+    "plot_layers",
+    "SlugConfig",
+    "SlugResult",
+    "pick_search",
+    "run_slug",
+    "StepSearchConfig",
+    "StepSearchResult",
+    "initial_step",
+    "search_step",
+    "HFClipAdapter",
+    "OpenClipAdapter",
+    "slug_delta",
+    "stepped_layer",
 ]

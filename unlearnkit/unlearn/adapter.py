@@ -46,13 +46,19 @@ class Encoders(Protocol):
     def prepare_texts(self, texts: Texts, what: str, count: int | None = None) -> torch.Tensor: ...
 
 
-def candidate_layers(model: nn.Module, keep: Callable[[str], bool] | None = None) -> list[tuple[str, nn.Parameter]]:
+def candidate_layers(
+    model: nn.Module, keep: Callable[[str], bool] | None = None
+) -> list[tuple[str, nn.Parameter]]:
     """Editable SLUG layers: >=2-D weights of Linear / attention modules, in registration (depth) order."""
     modules = dict(model.named_modules())
     out = []
     for name, param in model.named_parameters():
         owner_name, _, leaf = name.rpartition(".")
-        if param.ndim < 2 or not leaf.endswith("weight") or not isinstance(modules.get(owner_name), LAYER_OWNERS):
+        if (
+            param.ndim < 2
+            or not leaf.endswith("weight")
+            or not isinstance(modules.get(owner_name), LAYER_OWNERS)
+        ):
             continue
         if any(word in name for word in SKIP_WORDS) or (keep is not None and not keep(name)):
             continue
@@ -61,23 +67,30 @@ def candidate_layers(model: nn.Module, keep: Callable[[str], bool] | None = None
 
 
 def check_image_tensor(images: torch.Tensor, size: tuple[int, int], channels: int, what: str) -> None:
-    """Raise a ValueError naming ``what`` unless images is a finite float (B, C, H, W) batch of the model's size."""
+    """Raise a ValueError naming ``what`` unless images is a finite float (B, C, H, W) batch of the model's
+    size."""
     if images.ndim != 4:
-        raise ValueError(f"{what}: expected a (B, {channels}, H, W) image tensor, got shape {tuple(images.shape)}")
+        raise ValueError(
+            f"{what}: expected a (B, {channels}, H, W) image tensor, got shape {tuple(images.shape)}"
+        )
     if images.shape[0] == 0:
         raise ValueError(f"{what}: no images (empty batch)")
     if images.shape[1] != channels:
         hint = " (channels-last? permute to (B, C, H, W))" if images.shape[-1] == channels else ""
         raise ValueError(f"{what}: expected {channels} channels, got shape {tuple(images.shape)}{hint}")
     if tuple(images.shape[-2:]) != tuple(size):
-        raise ValueError(f"{what}: expected {size[0]}x{size[1]} images, got {tuple(images.shape[-2:])}; resize first")
+        raise ValueError(
+            f"{what}: expected {size[0]}x{size[1]} images, got {tuple(images.shape[-2:])}; resize first"
+        )
     if not images.is_floating_point():
         raise ValueError(f"{what}: expected a float image tensor, got dtype {images.dtype}")
     if not torch.isfinite(images).all():
         raise ValueError(f"{what}: image tensor contains NaN or inf")
 
 
-def check_token_rows(tokens: torch.Tensor, special: frozenset[int], texts: Sequence[str] | None, what: str) -> None:
+def check_token_rows(
+    tokens: torch.Tensor, special: frozenset[int], texts: Sequence[str] | None, what: str
+) -> None:
     """Raise unless every row holds at least one token that is not padding / start / end."""
     if tokens.ndim != 2 or tokens.shape[0] == 0:
         raise ValueError(f"{what}: expected (B, L) token ids with B >= 1, got shape {tuple(tokens.shape)}")
@@ -158,7 +171,8 @@ class ClipAdapter(ABC):
         return layers
 
     def prepare_images(self, images: Images, what: str) -> torch.Tensor:
-        """Checked, normalised (B, C, H, W) batch on the model's device; PIL images are resized and centre-cropped like CLIP."""
+        """Checked, normalised (B, C, H, W) batch on the model's device; PIL images are resized and
+        centre-cropped like CLIP."""
         if images is None or (not isinstance(images, torch.Tensor) and len(images) == 0):
             raise ValueError(f"{what}: no images (empty batch)")
         if not isinstance(images, torch.Tensor):
@@ -172,9 +186,13 @@ class ClipAdapter(ABC):
         rows = []
         for i, image in enumerate(images):
             if not isinstance(image, Image.Image):
-                raise ValueError(f"{what}[{i}]: expected a PIL image or a tensor batch, got {type(image).__name__}")
+                raise ValueError(
+                    f"{what}[{i}]: expected a PIL image or a tensor batch, got {type(image).__name__}"
+                )
             if image.mode not in ("RGB", "L"):
-                raise ValueError(f"{what}[{i}]: image mode {image.mode!r} not supported; convert to 'RGB' first")
+                raise ValueError(
+                    f"{what}[{i}]: image mode {image.mode!r} not supported; convert to 'RGB' first"
+                )
             image = center_crop_resize(image.convert("RGB"), self.image_size)
             pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
             rows.append(pixels.view(image.size[1], image.size[0], 3).permute(2, 0, 1).float() / 255.0)
@@ -192,17 +210,23 @@ class ClipAdapter(ABC):
         elif isinstance(texts, Sequence) and all(isinstance(t, str) for t in texts):
             strings = list(texts)
         else:
-            raise ValueError(f"{what}: expected a string, a list of strings or token ids, got {type(texts).__name__}")
+            raise ValueError(
+                f"{what}: expected a string, a list of strings or token ids, got {type(texts).__name__}"
+            )
         if strings is not None:
             if not strings:
                 raise ValueError(f"{what}: no texts (empty batch)")
             for i, text in enumerate(strings):
                 if not text.strip():
-                    raise ValueError(f"{what}[{i}]: empty text {text!r}; give the concept's name or a caption")
+                    raise ValueError(
+                        f"{what}[{i}]: empty text {text!r}; give the concept's name or a caption"
+                    )
             tokens = self.tokenize(strings)
         check_token_rows(tokens, self.special_token_ids, strings, what)
         if count is not None and tokens.shape[0] != count:
-            raise ValueError(f"{what}: got {tokens.shape[0]} texts for {count} images; give one per image or one string")
+            raise ValueError(
+                f"{what}: got {tokens.shape[0]} texts for {count} images; give one per image or one string"
+            )
         return tokens.to(self.device)
 
 

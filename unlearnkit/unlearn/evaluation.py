@@ -17,8 +17,8 @@ from torch import nn
 
 from .adapter import Encoders
 from .gradients import Batch
+from .layer_step import stepped_layer
 from .step_search import Evaluate
-from .update import stepped_layer
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +44,17 @@ def prepare_pairs(encoders: Encoders, batches: Iterable[Batch], what: str) -> Pr
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise ValueError(f"{what} batch {i}: expected (images, texts), got {type(batch).__name__}")
         images = encoders.prepare_images(batch[0], f"{what} batch {i} images")
-        out.append((images, encoders.prepare_texts(batch[1], f"{what} batch {i} texts", count=images.shape[0])))
+        out.append(
+            (images, encoders.prepare_texts(batch[1], f"{what} batch {i} texts", count=images.shape[0]))
+        )
     if not out:
         raise ValueError(f"{what}: no batches given")
     return out
 
 
 def recognition(image_features: torch.Tensor, class_features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 zero-shot accuracy: share of images (N, D) whose most similar class (K, D) is their label (N,)."""
+    """Top-1 zero-shot accuracy: share of images (N, D) whose most similar class (K, D) is their label
+    (N,)."""
     sims = F.normalize(image_features, dim=-1) @ F.normalize(class_features, dim=-1).T  # (N, K)
     return float((sims.argmax(dim=-1) == labels).float().mean())
 
@@ -76,12 +79,15 @@ def zero_shot_metrics(encoders: Encoders, forget: Prepared, retain: Prepared) ->
 def forget_similarity(encoders: Encoders, forget: Prepared) -> float:
     """Mean cos(f_img, f_txt) over the forget pairs (the quantity the SLUG edit lowers)."""
     with eval_mode(encoders.model):
-        sims = [F.cosine_similarity(encoders.encode_image(x), encoders.encode_text(t), dim=-1) for x, t in forget]
+        sims = [
+            F.cosine_similarity(encoders.encode_image(x), encoders.encode_text(t), dim=-1) for x, t in forget
+        ]
     return float(torch.cat(sims).mean())
 
 
 def make_evaluator(encoders: Encoders, layer: str, grad_forget: torch.Tensor, metrics: Metrics) -> Evaluate:
-    """evaluate(step): temporarily apply the step to ``layer``, call ``metrics()``, restore the exact weights."""
+    """evaluate(step): temporarily apply the step to ``layer``, call ``metrics()``, restore the exact
+    weights."""
 
     def evaluate(step: float) -> tuple[float, float]:
         with stepped_layer(encoders.model, layer, grad_forget, step), eval_mode(encoders.model):
@@ -105,7 +111,10 @@ def class_metrics(encoders: Encoders, images: torch.Tensor, labels: torch.Tensor
     tokens = encoders.prepare_texts(class_tokens, "class_tokens")
     labels = torch.as_tensor(labels, device=images.device)
     if labels.shape != (images.shape[0],) or int(labels.min()) < 0 or int(labels.max()) >= tokens.shape[0]:
-        raise ValueError(f"labels: expected {images.shape[0]} class indices in 0..{tokens.shape[0] - 1}, got {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels: expected {images.shape[0]} class indices in 0..{tokens.shape[0] - 1}, got "
+            f"{tuple(labels.shape)}"
+        )
     forget = torch.isin(labels, torch.tensor(sorted(set(forget_classes)), device=labels.device))
     if not forget.any() or forget.all():
         raise ValueError(f"forget_classes: need images both of and outside {sorted(set(forget_classes))}")

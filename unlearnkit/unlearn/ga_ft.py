@@ -1,4 +1,5 @@
-"""GA + FT: gradient ascent on the forget pairs while fine-tuning on the retain pairs (SLUG's Tab. 1 baseline).
+"""GA + FT: gradient ascent on the forget pairs while fine-tuning on the retain pairs (SLUG's Tab. 1
+baseline).
 
 Each Adam step descends -L_f + retain_weight * L_contrastive(retain batch): forgetting, with CLIP's
 own loss pulling utility back. Same stopping rule and in-place training as :mod:`.gradient_ascent`.
@@ -31,6 +32,9 @@ class GaFtConfig(GradientAscentConfig):
 
 def ga_ft(encoders: Encoders, forget: Iterable[Batch], retain: Iterable[Batch], metrics: Metrics,
           config: GaFtConfig | None = None) -> BaselineResult:
-    """Gradient ascent on L_f + contrastive fine-tuning on retain pairs, until metrics()[0] <= target (in place)."""
+    """Gradient ascent on L_f + contrastive fine-tuning on retain pairs, until metrics()[0] <= target (in
+    place)."""
     config = config or GaFtConfig()
-    return gradient_ascent(encoders, forget, metrics, config, retain=retain, retain_weight=config.retain_weight)
+    return gradient_ascent(
+        encoders, forget, metrics, config, retain=retain, retain_weight=config.retain_weight
+    )

@@ -46,7 +46,8 @@ class GradientAscentConfig:
 
 @dataclass
 class BaselineResult:
-    """Steps taken, metrics at the stop, whether the forget level was reached, every (step, forget, retain)."""
+    """Steps taken, metrics at the stop, whether the forget level was reached, every (step, forget,
+    retain)."""
 
     steps: int
     forget_metric: float
@@ -58,7 +59,8 @@ class BaselineResult:
 
 
 def trainable_parameters(encoders: Encoders) -> list[tuple[str, torch.nn.Parameter]]:
-    """Every floating parameter of the tower(s) the adapter may edit (all layers, embeddings, norms; not the temperature)."""
+    """Every floating parameter of the tower(s) the adapter may edit (all layers, embeddings, norms; not the
+    temperature)."""
     in_tower = getattr(encoders, "in_tower", lambda name: True)
     out = [(n, p) for n, p in encoders.model.named_parameters()
            if p.is_floating_point() and in_tower(n) and not any(w in n for w in FROZEN_WORDS)]
@@ -67,8 +69,12 @@ def trainable_parameters(encoders: Encoders) -> list[tuple[str, torch.nn.Paramet
     return out
 
 
-def _loss(encoders: Encoders, forget: tuple[torch.Tensor, torch.Tensor], retain: tuple[torch.Tensor, torch.Tensor] | None,
-          retain_weight: float) -> torch.Tensor:
+def _loss(
+    encoders: Encoders,
+    forget: tuple[torch.Tensor, torch.Tensor],
+    retain: tuple[torch.Tensor, torch.Tensor] | None,
+    retain_weight: float,
+) -> torch.Tensor:
     """-L_f (descending it is ascent on L_f) + retain_weight * contrastive loss on a retain batch."""
     loss = -forget_loss(encoders.encode_image(forget[0]), encoders.encode_text(forget[1]))
     if retain is not None and retain_weight > 0:
@@ -80,7 +86,8 @@ def _loss(encoders: Encoders, forget: tuple[torch.Tensor, torch.Tensor], retain:
 def gradient_ascent(encoders: Encoders, forget: Iterable[Batch], metrics: Metrics,
                     config: GradientAscentConfig | None = None, retain: Iterable[Batch] | None = None,
                     retain_weight: float = 0.0) -> BaselineResult:
-    """Train the editable tower(s) by gradient ascent on L_f until metrics()[0] <= target (model changed in place)."""
+    """Train the editable tower(s) by gradient ascent on L_f until metrics()[0] <= target (model changed in
+    place)."""
     config = config or GradientAscentConfig()
     if retain_weight < 0:
         raise ValueError(f"retain_weight: must be >= 0, got {retain_weight}")
@@ -113,8 +120,15 @@ def _measure(encoders: Encoders, metrics: Metrics) -> tuple[float, float]:
     return float(f), float(r)
 
 
-def _train(encoders: Encoders, forget_p: list, retain_p: list | None, retain_weight: float,
-           params: list[torch.nn.Parameter], metrics: Metrics, config: GradientAscentConfig) -> BaselineResult:
+def _train(
+    encoders: Encoders,
+    forget_p: list,
+    retain_p: list | None,
+    retain_weight: float,
+    params: list[torch.nn.Parameter],
+    metrics: Metrics,
+    config: GradientAscentConfig,
+) -> BaselineResult:
     done = config.forget_target + config.forget_tolerance
     baseline = _measure(encoders, metrics)
     result = BaselineResult(0, *baseline, baseline[0] <= done, baseline, [], sum(p.numel() for p in params))
@@ -127,7 +141,9 @@ def _train(encoders: Encoders, forget_p: list, retain_p: list | None, retain_wei
         if result.reached:
             break
         encoders.model.train()  # as fine-tuning does (the tiny models have no dropout; large ones may)
-        loss = _loss(encoders, next(forget_cycle), next(retain_cycle) if retain_cycle else None, retain_weight)
+        loss = _loss(
+            encoders, next(forget_cycle), next(retain_cycle) if retain_cycle else None, retain_weight
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -137,7 +153,14 @@ def _train(encoders: Encoders, forget_p: list, retain_p: list | None, retain_wei
             result.steps, result.forget_metric, result.retain_metric, result.reached = step, f, r, f <= done
             bar.set_postfix(forget=f"{f:.3g}", retain=f"{r:.3g}")
     encoders.model.eval()
-    logger.info("%s: %d steps, forget %.4g -> %.4g, retain %.4g -> %.4g (%s)", "GA" if retain_p is None else "GA+FT",
-                result.steps, baseline[0], result.forget_metric, baseline[1], result.retain_metric,
-                "reached the forget level" if result.reached else "did not reach the forget level")
+    logger.info(
+        "%s: %d steps, forget %.4g -> %.4g, retain %.4g -> %.4g (%s)",
+        "GA" if retain_p is None else "GA+FT",
+        result.steps,
+        baseline[0],
+        result.forget_metric,
+        baseline[1],
+        result.retain_metric,
+        "reached the forget level" if result.reached else "did not reach the forget level",
+    )
     return result

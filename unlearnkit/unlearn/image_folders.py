@@ -1,4 +1,6 @@
-"""Forget / retain images from a folder: every image file, its caption from a same-named .txt or its file name."""
+"""Forget / retain images from a folder: every image file, its caption from a same-named .txt or its file
+name."""
+
 from __future__ import annotations
 
 import logging
@@ -12,7 +14,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 
 
 def caption_for(path: Path) -> str:
-    """The sidecar caption (``cat_01.txt`` next to ``cat_01.png``, as LoRA datasets have it), else the name in words."""
+    """The sidecar caption (``cat_01.txt`` next to ``cat_01.png``, as LoRA datasets have it), else the name in
+    words."""
     sidecar = path.with_suffix(".txt")
     if sidecar.is_file():
         text = sidecar.read_text(encoding="utf-8").strip()

@@ -33,12 +33,16 @@ def alignment(grad_forget: torch.Tensor, grad_retain: torch.Tensor) -> float:
     return 0.0 if denom <= EPS else float((f @ r).abs() / denom)
 
 
-def pareto_front(importance: Sequence[float] | np.ndarray, alignment: Sequence[float] | np.ndarray) -> np.ndarray:
+def pareto_front(
+    importance: Sequence[float] | np.ndarray, alignment: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """Indices of points not dominated (no other has I >= and A <= with one strict), sorted by alignment."""
     imp = np.asarray(importance, dtype=np.float64)
     ali = np.asarray(alignment, dtype=np.float64)
     if imp.ndim != 1 or imp.shape != ali.shape:
-        raise ValueError(f"importance/alignment: expected two 1-D arrays of one length, got {imp.shape} and {ali.shape}")
+        raise ValueError(
+            f"importance/alignment: expected two 1-D arrays of one length, got {imp.shape} and {ali.shape}"
+        )
     if not (np.isfinite(imp).all() and np.isfinite(ali).all()):
         raise ValueError("importance/alignment: contain NaN or inf (were the gradients finite?)")
     ge = imp[None, :] >= imp[:, None]  # [i, j]: j at least as important as i
@@ -50,13 +54,15 @@ def pareto_front(importance: Sequence[float] | np.ndarray, alignment: Sequence[f
 
 
 def block_position(name: str) -> tuple[str, int] | None:
-    """(block stack, block index) of a layer name, e.g. ("text_model.encoder.layers", 11); None outside a stack."""
+    """(block stack, block index) of a layer name, e.g. ("text_model.encoder.layers", 11); None outside a
+    stack."""
     m = _BLOCK.match(name)
     return (m.group(1), int(m.group(2))) if m else None
 
 
 def exclude_last_blocks(names: Sequence[str], count: int) -> list[str]:
-    """Names without the layers of the last ``count`` blocks of every block stack (CLIP skip: count = skip - 1).
+    """Names without the layers of the last ``count`` blocks of every block stack (CLIP skip: count = skip -
+    1).
 
     SD2 and "CLIP skip 2" setups condition on the penultimate block's output, so an edit of the last
     block has no effect there; ``count=1`` keeps SLUG off it. Layers outside a block stack are kept.
@@ -72,7 +78,8 @@ def exclude_last_blocks(names: Sequence[str], count: int) -> list[str]:
 
 
 def relative_depth(names: Sequence[str]) -> np.ndarray:
-    """Depth of each layer in [0, 1] within its block stack ("...layers.<i>." / "resblocks.<i>."); 0 if none."""
+    """Depth of each layer in [0, 1] within its block stack ("...layers.<i>." / "resblocks.<i>."); 0 if
+    none."""
     parsed = [_BLOCK.match(n) for n in names]
     deepest: dict[str, int] = {}
     for m in parsed:
@@ -81,7 +88,9 @@ def relative_depth(names: Sequence[str]) -> np.ndarray:
     return np.array([(int(m.group(2)) + 1) / (deepest[m.group(1)] + 1) if m else 0.0 for m in parsed])
 
 
-def pareto_ranks(importance: Sequence[float] | np.ndarray, alignment: Sequence[float] | np.ndarray) -> np.ndarray:
+def pareto_ranks(
+    importance: Sequence[float] | np.ndarray, alignment: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """Non-dominated sorting: rank 0 = the Pareto front, rank 1 = the front once rank 0 is removed, …"""
     imp, ali = np.asarray(importance, dtype=np.float64), np.asarray(alignment, dtype=np.float64)
     ranks = np.full(imp.shape, -1)
@@ -135,7 +144,9 @@ class LayerScores:
     def candidate_order(self) -> list[int]:
         """Layers in the order SLUG tries them: Pareto rank, then deepest, then most important."""
         depth = relative_depth(self.names)
-        return sorted(range(len(self.names)), key=lambda i: (self.ranks[i], -depth[i], -self.importance[i], -i))
+        return sorted(
+            range(len(self.names)), key=lambda i: (self.ranks[i], -depth[i], -self.importance[i], -i)
+        )
 
     def index(self, name: str) -> int:
         check_layer_name(name, self.front_names + self.names)
@@ -149,11 +160,16 @@ def check_layer_name(name: str, names: Sequence[str]) -> None:
     unique = list(dict.fromkeys(names))
     close = difflib.get_close_matches(name, unique, n=3, cutoff=0.5)
     hint = f"; did you mean {close}?" if close else ""
-    raise ValueError(f"layer: {name!r} is not a candidate layer{hint} (valid names include {unique[:5]}; {len(unique)} in all)")
+    raise ValueError(
+        f"layer: {name!r} is not a candidate layer{hint} (valid names include {unique[:5]}; {len(unique)} "
+        "in all)"
+    )
 
 
 def layer_scores(
-    forget_grads: Mapping[str, torch.Tensor], retain_grads: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]
+    forget_grads: Mapping[str, torch.Tensor],
+    retain_grads: Mapping[str, torch.Tensor],
+    weights: Mapping[str, torch.Tensor],
 ) -> LayerScores:
     """I and A for every layer in ``forget_grads`` (in its order) and their Pareto front."""
     names = list(forget_grads)
@@ -166,20 +182,26 @@ def layer_scores(
     ali = np.array([alignment(forget_grads[n], retain_grads[n]) for n in names])
     for n, i, a in zip(names, imp, ali):
         if not (np.isfinite(i) and np.isfinite(a)):
-            raise ValueError(f"layer {n!r}: importance {i} / alignment {a} is not finite (NaN gradient or weight?)")
+            raise ValueError(
+                f"layer {n!r}: importance {i} / alignment {a} is not finite (NaN gradient or weight?)"
+            )
     ranks = grouped_ranks(names, imp, ali)
     front = np.flatnonzero(ranks == 0)
     return LayerScores(names, imp, ali, front[np.lexsort((-imp[front], ali[front]))], ranks)
 
 
 def choose_layer(scores: LayerScores, layer: str | None = None) -> str:
-    """The layer to edit: ``layer`` if given (any candidate), else the first of ``candidate_order`` (deepest on the front)."""
+    """The layer to edit: ``layer`` if given (any candidate), else the first of ``candidate_order`` (deepest
+    on the front)."""
     if layer is not None:
         i = scores.index(layer)
         if i not in set(scores.front.tolist()):
-            logger.warning("layer %r is not on the Pareto front %s; editing it anyway", layer, scores.front_names)
+            logger.warning(
+                "layer %r is not on the Pareto front %s; editing it anyway", layer, scores.front_names
+            )
         return layer
-    # deepest front layer first; among equally deep ones (two towers, sublayers of one block) the most important
+    # deepest front layer first; among equally deep ones (two towers, sublayers of one block) the most
+    # important
     best = scores.candidate_order()[0]
     logger.info("SLUG layer: %s (I=%.4g, A=%.4g; Pareto front has %d layers)",
                 scores.names[best], scores.importance[best], scores.alignment[best], len(scores.front))

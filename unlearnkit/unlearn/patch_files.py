@@ -1,4 +1,5 @@
-"""SLUG patches applied to weight *files*: a CLIP / SD text encoder / full checkpoint -> a new safetensors file.
+"""SLUG patches applied to weight *files*: a CLIP / SD text encoder / full checkpoint -> a new safetensors
+file.
 
 The same identity rules as :mod:`.patches` hold on the file's tensors (layer matched by name or dotted
 suffix, so a patch made on ``CLIPModel`` fits ``cond_stage_model.transformer.text_model…`` in an LDM
@@ -42,14 +43,22 @@ def _problem(state: Mapping[str, torch.Tensor], key: str, patch: Patch) -> str |
 def state_key(state: Mapping[str, torch.Tensor], patch: Patch) -> str:
     """The key of ``state`` the patch was made for; PatchMismatchError (naming why) otherwise."""
     layer = patch.layer
-    keys = [layer] if layer in state else [k for k in state if k.endswith("." + layer) or layer.endswith("." + k)]
+    keys = (
+        [layer]
+        if layer in state
+        else [k for k in state if k.endswith("." + layer) or layer.endswith("." + k)]
+    )
     if not keys:
         raise PatchMismatchError(f"patch {patch.concept!r}: no tensor named like {layer!r} in the file "
                                  f"(an SD2/open_clip layout? convert it with `erase convert` first)")
     problems = {k: _problem(state, k, patch) for k in keys}
     fits = [k for k, problem in problems.items() if problem is None]
     if len(fits) != 1:
-        detail = f"matches several identical tensors {fits}" if fits else "was made for another model: " + "; ".join(problems.values())
+        detail = (
+            f"matches several identical tensors {fits}"
+            if fits
+            else "was made for another model: " + "; ".join(problems.values())
+        )
         raise PatchMismatchError(f"patch {patch.concept!r} {detail}")
     return fits[0]
 
@@ -62,8 +71,11 @@ def applied_in(metadata: Mapping[str, str]) -> list[dict[str, str]]:
         return []
 
 
-def apply_patches_to_state(state: Mapping[str, torch.Tensor], patches: Sequence[Patch]) -> dict[str, torch.Tensor]:
-    """A new dict with every patch's delta added to its tensor (sum in float32, cast back to the tensor's dtype)."""
+def apply_patches_to_state(
+    state: Mapping[str, torch.Tensor], patches: Sequence[Patch]
+) -> dict[str, torch.Tensor]:
+    """A new dict with every patch's delta added to its tensor (sum in float32, cast back to the tensor's
+    dtype)."""
     if not patches:
         raise ValueError("patches: give at least one patch")
     ids = [p.id for p in patches]
@@ -81,9 +93,14 @@ def apply_patches_to_state(state: Mapping[str, torch.Tensor], patches: Sequence[
     return out
 
 
-def apply_patches_to_file(src: str | os.PathLike, out: str | os.PathLike, patch_paths: Sequence[str | os.PathLike],
-                          overwrite: bool = False) -> tuple[Path, list[dict[str, str]]]:
-    """Read ``src`` (safetensors or a weights-only pickle), add the patches, write ``out`` (safetensors, atomic)."""
+def apply_patches_to_file(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    patch_paths: Sequence[str | os.PathLike],
+    overwrite: bool = False,
+) -> tuple[Path, list[dict[str, str]]]:
+    """Read ``src`` (safetensors or a weights-only pickle), add the patches, write ``out`` (safetensors,
+    atomic)."""
     if Path(out).exists() and not overwrite:
         raise FileExistsError(f"output {str(out)!r}: already exists; choose another name or pass overwrite")
     if Path(out).resolve() == Path(src).resolve():
@@ -98,8 +115,10 @@ def apply_patches_to_file(src: str | os.PathLike, out: str | os.PathLike, patch_
         patched = apply_patches_to_state(state, patches)
     except PatchMismatchError as exc:
         if already:
-            raise PatchMismatchError(f"{exc}; {str(src)!r} already holds patches {sorted(already)}: apply all patches "
-                                     f"to the original file in one call instead") from exc
+            raise PatchMismatchError(
+                f"{exc}; {str(src)!r} already holds patches {sorted(already)}: apply all patches "
+                f"to the original file in one call instead"
+            ) from exc
         raise
     records = applied_in(metadata) + [{"id": p.id, "concept": p.concept, "layer": p.layer} for p in patches]
     meta = {**metadata, META_APPLIED: json.dumps(records)}

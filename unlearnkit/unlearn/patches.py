@@ -55,9 +55,12 @@ class PatchMismatchError(ValueError):
 
 
 def layer_sha256(weight: torch.Tensor) -> str:
-    """SHA-256 of a layer's values rounded to float16 (-0.0 counted as 0.0: hosts' weight maths may flip it), and its shape."""
+    """SHA-256 of a layer's values rounded to float16 (-0.0 counted as 0.0: hosts' weight maths may flip it),
+    and its shape."""
     digest = hashlib.sha256(repr(tuple(weight.shape)).encode())
-    digest.update((weight.detach().to("cpu", torch.float16) + 0.0).contiguous().numpy().tobytes())  # -0.0 + 0.0 = +0.0
+    digest.update(
+        (weight.detach().to("cpu", torch.float16) + 0.0).contiguous().numpy().tobytes()
+    )  # -0.0 + 0.0 = +0.0
     return digest.hexdigest()
 
 
@@ -91,7 +94,9 @@ class Patch:
     @property
     def id(self) -> str:
         """Content id: layer, delta bytes, concept, step and base hash."""
-        digest = hashlib.sha256(f"{self.layer}\n{self.concept}\n{self.step!r}\n{self.layer_sha256}\n".encode())
+        digest = hashlib.sha256(
+            f"{self.layer}\n{self.concept}\n{self.step!r}\n{self.layer_sha256}\n".encode()
+        )
         digest.update(self.delta.detach().cpu().float().contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
 
@@ -109,7 +114,8 @@ def _registry(model: nn.Module) -> dict[str, _LayerState]:
 
 
 def _effective(state: _LayerState, device: torch.device) -> torch.Tensor:
-    """original + the sum of the applied deltas (summed in float32, application order), in the layer's dtype."""
+    """original + the sum of the applied deltas (summed in float32, application order), in the layer's
+    dtype."""
     total = state.original.float()
     for patch in state.patches:
         total = total + patch.delta.float()
@@ -117,14 +123,18 @@ def _effective(state: _LayerState, device: torch.device) -> torch.Tensor:
 
 
 def _base_weight(model: nn.Module, name: str, param: torch.Tensor) -> torch.Tensor:
-    """The layer's unpatched weight: the registry's original if the registry is in sync, else the current one."""
+    """The layer's unpatched weight: the registry's original if the registry is in sync, else the current
+    one."""
     state = _registry(model).get(name)
     if state is None:
         return param
     if state.original.shape == param.shape and torch.equal(_effective(state, param.device), param.detach()):
         return state.original
-    logger.warning("layer %r changed outside UnlearnKit since patches were applied; forgetting %d patch(es) on it",
-                   name, len(state.patches))
+    logger.warning(
+        "layer %r changed outside UnlearnKit since patches were applied; forgetting %d patch(es) on it",
+        name,
+        len(state.patches),
+    )
     del _registry(model)[name]
     return param
 
@@ -142,7 +152,9 @@ def make_patch(model: nn.Module, layer: str, delta: torch.Tensor, concept: str, 
     if layer not in params:
         raise PatchMismatchError(f"layer: {layer!r} not in the model (e.g. {list(params)[:3]})")
     if tuple(delta.shape) != tuple(params[layer].shape):
-        raise ValueError(f"delta: shape {tuple(delta.shape)} != layer {layer!r} shape {tuple(params[layer].shape)}")
+        raise ValueError(
+            f"delta: shape {tuple(delta.shape)} != layer {layer!r} shape {tuple(params[layer].shape)}"
+        )
     dtype = dtype or params[layer].dtype
     if not dtype.is_floating_point:
         raise ValueError(f"dtype: expected a floating dtype for the delta, got {dtype}")
@@ -157,10 +169,17 @@ def make_patch(model: nn.Module, layer: str, delta: torch.Tensor, concept: str, 
 def save_patch(patch: Patch, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write the patch atomically; an existing file is only replaced with ``overwrite=True``."""
     metadata = {
-        "format": FORMAT, "format_version": str(patch.format_version), "layer": patch.layer,
-        "concept": patch.concept, "step": repr(patch.step), "layer_sha256": patch.layer_sha256,
-        "stack_signature": patch.stack_signature, "metrics": json.dumps(patch.metrics),
-        "made_on_top_of": json.dumps(list(patch.made_on_top_of)), "id": patch.id, "created_by": f"unlearnkit {_version()}",
+        "format": FORMAT,
+        "format_version": str(patch.format_version),
+        "layer": patch.layer,
+        "concept": patch.concept,
+        "step": repr(patch.step),
+        "layer_sha256": patch.layer_sha256,
+        "stack_signature": patch.stack_signature,
+        "metrics": json.dumps(patch.metrics),
+        "made_on_top_of": json.dumps(list(patch.made_on_top_of)),
+        "id": patch.id,
+        "created_by": f"unlearnkit {_version()}",
     }
     return io.save_safetensors(path, {patch.layer: patch.delta}, metadata, overwrite=overwrite)
 
@@ -173,7 +192,9 @@ def load_patch(path: str | os.PathLike) -> Patch:
         raise ValueError(f"{where}: not an UnlearnKit SLUG patch (metadata format={meta.get('format')!r})")
     version = int(meta.get("format_version", "0"))
     if version > FORMAT_VERSION:
-        raise ValueError(f"{where}: format version {version} is newer than this UnlearnKit ({FORMAT_VERSION}); update it")
+        raise ValueError(
+            f"{where}: format version {version} is newer than this UnlearnKit ({FORMAT_VERSION}); update it"
+        )
     if list(tensors) != [meta.get("layer")]:
         raise ValueError(f"{where}: expected one tensor named {meta.get('layer')!r}, got {list(tensors)[:3]}")
     io.check_finite(tensors, where)
@@ -209,13 +230,19 @@ def check_patch(model: nn.Module, patch: Patch) -> str:
         import difflib
 
         close = difflib.get_close_matches(patch.layer, list(params), n=3, cutoff=0.5)
-        raise PatchMismatchError(f"patch {patch.concept!r}: layer {patch.layer!r} missing from the model; close: {close}")
+        raise PatchMismatchError(
+            f"patch {patch.concept!r}: layer {patch.layer!r} missing from the model; close: {close}"
+        )
     problems = {n: _mismatch(model, n, params[n], patch) for n in names}
     fits = [n for n, problem in problems.items() if problem is None]
     if len(fits) > 1:
-        raise PatchMismatchError(f"patch {patch.concept!r}: layer {patch.layer!r} matches several identical layers {fits}")
+        raise PatchMismatchError(
+            f"patch {patch.concept!r}: layer {patch.layer!r} matches several identical layers {fits}"
+        )
     if not fits:
-        raise PatchMismatchError(f"patch {patch.concept!r} was made for another model: " + "; ".join(problems.values()))
+        raise PatchMismatchError(
+            f"patch {patch.concept!r} was made for another model: " + "; ".join(problems.values())
+        )
     return fits[0]
 
 
@@ -230,13 +257,21 @@ def apply_patch(model: nn.Module, patch: Patch) -> str:
     applied = {p.id for s in registry.values() for p in s.patches}
     missing = [i for i in patch.made_on_top_of if i not in applied]
     if missing:
-        logger.warning("patch %r was made with patch(es) %s applied; they are not applied now", patch.concept, missing)
+        logger.warning(
+            "patch %r was made with patch(es) %s applied; they are not applied now", patch.concept, missing
+        )
     if state is None:
         state = registry[name] = _LayerState(param.detach().to("cpu", copy=True), [])
     state.patches.append(patch)
     with torch.no_grad():
         param.copy_(_effective(state, param.device))
-    logger.info("applied SLUG patch %r (%s) to %s; %d patch(es) on that layer", patch.concept, patch.id, name, len(state.patches))
+    logger.info(
+        "applied SLUG patch %r (%s) to %s; %d patch(es) on that layer",
+        patch.concept,
+        patch.id,
+        name,
+        len(state.patches),
+    )
     return name
 
 
@@ -250,7 +285,10 @@ def remove_patch(model: nn.Module, patch: Patch | str) -> str:
             continue
         param = dict(model.named_parameters())[name]
         if not torch.equal(_effective(state, param.device), param.detach()):
-            raise ValueError(f"layer {name!r} changed outside UnlearnKit since the patch was applied; cannot remove exactly")
+            raise ValueError(
+                f"layer {name!r} changed outside UnlearnKit since the patch was applied; cannot remove "
+                "exactly"
+            )
         state.patches = kept
         with torch.no_grad():
             param.copy_(_effective(state, param.device) if kept else state.original)

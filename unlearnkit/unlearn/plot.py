@@ -40,7 +40,9 @@ class PlotStyle:
     def __post_init__(self) -> None:
         left, top, right, bottom = self.margins
         if self.width - left - right < 20 or self.height - top - bottom < 20:
-            raise ValueError(f"width/height: {self.width}x{self.height} leaves no room inside margins {self.margins}")
+            raise ValueError(
+                f"width/height: {self.width}x{self.height} leaves no room inside margins {self.margins}"
+            )
 
 
 def _axis(values: np.ndarray, log: bool) -> tuple[np.ndarray, float, float]:
@@ -54,8 +56,11 @@ def _axis(values: np.ndarray, log: bool) -> tuple[np.ndarray, float, float]:
     return values, lo - pad, hi + pad
 
 
-def frame(importance: Sequence[float], alignment: Sequence[float], style: PlotStyle) -> tuple[Frame, np.ndarray]:
-    """The pixel frame (x = alignment, y = importance, in log10 units if style.log) and the (N, 2) data points."""
+def frame(
+    importance: Sequence[float], alignment: Sequence[float], style: PlotStyle
+) -> tuple[Frame, np.ndarray]:
+    """The pixel frame (x = alignment, y = importance, in log10 units if style.log) and the (N, 2) data
+    points."""
     left, top, right, bottom = style.margins
     xs, x0, x1 = _axis(np.asarray(alignment, dtype=np.float64), style.log)
     ys, y0, y1 = _axis(np.asarray(importance, dtype=np.float64), style.log)
@@ -71,7 +76,9 @@ def positions(importance: Sequence[float], alignment: Sequence[float], style: Pl
 
 def _ticks(lo: float, hi: float, log: bool) -> list[tuple[float, str]]:
     if log:
-        return [(float(e), f"1e{e}") for e in range(math.ceil(lo), math.floor(hi) + 1)] or [((lo + hi) / 2, f"{10 ** ((lo + hi) / 2):.2g}")]
+        return [(float(e), f"1e{e}") for e in range(math.ceil(lo), math.floor(hi) + 1)] or [
+            ((lo + hi) / 2, f"{10 ** ((lo + hi) / 2):.2g}")
+        ]
     return [(float(v), f"{v:.2g}") for v in np.linspace(lo, hi, 5)]
 
 
@@ -80,7 +87,9 @@ def _dot(draw: ImageDraw.ImageDraw, xy: np.ndarray, r: int, color: Color) -> Non
     draw.ellipse([x - r, y - r, x + r, y + r], fill=color)
 
 
-def _draw_axes(draw: ImageDraw.ImageDraw, fr: Frame, style: PlotStyle, text_font: ImageFont.ImageFont) -> None:
+def _draw_axes(
+    draw: ImageDraw.ImageDraw, fr: Frame, style: PlotStyle, text_font: ImageFont.ImageFont
+) -> None:
     left, top, right, bottom = fr.box
     draw.line([(left, top), (left, bottom), (right, bottom)], fill=style.ink, width=1)
     for value, text in _ticks(*fr.x_range, style.log):
@@ -105,7 +114,9 @@ def _front_per_stack(scores: LayerScores) -> list[np.ndarray]:
     return [np.array(g) for g in groups.values()]
 
 
-def plot_layers(scores: LayerScores, chosen: str | None = None, style: PlotStyle | None = None) -> Image.Image:
+def plot_layers(
+    scores: LayerScores, chosen: str | None = None, style: PlotStyle | None = None
+) -> Image.Image:
     """RGB image of importance vs alignment with the Pareto front and ``chosen`` highlighted."""
     style = style or PlotStyle()
     image = Image.new("RGB", (style.width, style.height), style.background)

@@ -15,10 +15,10 @@ import torch
 from .adapter import Encoders
 from .evaluation import Metrics, forget_similarity, make_evaluator, prepare_pairs, zero_shot_metrics
 from .gradients import Batch, LayerGradients, layer_gradients
+from .layer_step import slug_delta, stepped_layer
 from .pareto import LayerScores, check_layer_name, choose_layer, exclude_last_blocks, layer_scores
 from .patches import Patch, make_patch
 from .step_search import StepSearchConfig, StepSearchResult, initial_step, search_step
-from .update import slug_delta, stepped_layer
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +85,18 @@ class SlugResult:
     def metrics(self) -> dict[str, float]:
         i = self.scores.names.index(self.layer)
         return {
-            "forget_before": self.search.baseline[0], "retain_before": self.search.baseline[1],
-            "forget_after": self.search.forget_metric, "retain_after": self.search.retain_metric,
-            "similarity_before": self.similarity_before, "similarity_after": self.similarity_after,
-            "importance": float(self.scores.importance[i]), "alignment": float(self.scores.alignment[i]),
+            "forget_before": self.search.baseline[0],
+            "retain_before": self.search.baseline[1],
+            "forget_after": self.search.forget_metric,
+            "retain_after": self.search.retain_metric,
+            "similarity_before": self.similarity_before,
+            "similarity_after": self.similarity_after,
+            "importance": float(self.scores.importance[i]),
+            "alignment": float(self.scores.alignment[i]),
             "search_success": float(self.search.success),
-            "search_evals": float(1 + sum(len(s.history) for _, s in self.tried or [(self.layer, self.search)])),
+            "search_evals": float(
+                1 + sum(len(s.history) for _, s in self.tried or [(self.layer, self.search)])
+            ),
             "layers_tried": float(len(self.tried) or 1),
         }
 
@@ -102,7 +108,9 @@ class SlugResult:
         return make_patch(encoders.model, self.layer, self.delta, concept, self.step, self.metrics(), dtype)
 
 
-def pick_search(tried: list[tuple[str, StepSearchResult]], retain_drop: float) -> tuple[str, StepSearchResult]:
+def pick_search(
+    tried: list[tuple[str, StepSearchResult]], retain_drop: float
+) -> tuple[str, StepSearchResult]:
     """The first layer whose search met both targets; else the one that forgot most while utility held."""
     for name, search in tried:
         if search.success:
@@ -112,8 +120,14 @@ def pick_search(tried: list[tuple[str, StepSearchResult]], retain_drop: float) -
     return min(holding, key=lambda t: t[1].forget_metric) if holding else tried[0]
 
 
-def _search_layers(encoders: Encoders, order: list[str], grads: LayerGradients, layers: dict, metrics: Metrics,
-                   config: SlugConfig) -> list[tuple[str, StepSearchResult]]:
+def _search_layers(
+    encoders: Encoders,
+    order: list[str],
+    grads: LayerGradients,
+    layers: dict,
+    metrics: Metrics,
+    config: SlugConfig,
+) -> list[tuple[str, StepSearchResult]]:
     tried: list[tuple[str, StepSearchResult]] = []
     baseline = None
     for name in order:
@@ -122,7 +136,9 @@ def _search_layers(encoders: Encoders, order: list[str], grads: LayerGradients, 
             logger.info("SLUG: skipping %s (zero forget gradient)", name)
             continue
         start = initial_step(layers[name], grad, config.search.initial_divisor)
-        search = search_step(make_evaluator(encoders, name, grad, metrics), start, config.search, config.progress, baseline)
+        search = search_step(
+            make_evaluator(encoders, name, grad, metrics), start, config.search, config.progress, baseline
+        )
         baseline = search.baseline
         tried.append((name, search))
         if search.success:
@@ -164,6 +180,12 @@ def run_slug(
     before = forget_similarity(encoders, forget_p)
     with stepped_layer(encoders.model, layer, grad, search.step):
         after = forget_similarity(encoders, forget_p)
-    logger.info("SLUG %s step %.4g: forget similarity %.4f -> %.4f, search %s", layer, search.step, before, after,
-                "succeeded" if search.success else f"failed ({search.reason})")
+    logger.info(
+        "SLUG %s step %.4g: forget similarity %.4f -> %.4f, search %s",
+        layer,
+        search.step,
+        before,
+        after,
+        "succeeded" if search.success else f"failed ({search.reason})",
+    )
     return SlugResult(scores, layer, grad, search, before, after, grads if keep_gradients else None, tried)

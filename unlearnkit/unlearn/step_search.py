@@ -38,7 +38,9 @@ class StepSearchConfig:
         if self.grow <= 1:
             raise ValueError(f"grow: must be > 1, got {self.grow}")
         if self.retain_drop < 0 or self.forget_tolerance < 0:
-            raise ValueError(f"retain_drop/forget_tolerance: must be >= 0, got {self.retain_drop}/{self.forget_tolerance}")
+            raise ValueError(
+                f"retain_drop/forget_tolerance: must be >= 0, got {self.retain_drop}/{self.forget_tolerance}"
+            )
         if self.initial_divisor <= 0:
             raise ValueError(f"initial_divisor: must be > 0, got {self.initial_divisor}")
 
@@ -64,7 +66,9 @@ def initial_step(weight: torch.Tensor, grad: torch.Tensor, divisor: float = 10.0
     """lambda_0 = ||theta_l|| / ||grad_l L_f|| / divisor (SLUG's starting ratio)."""
     g = float(grad.float().norm())
     if not math.isfinite(g) or g <= 0:
-        raise ValueError(f"grad: the forget gradient of this layer is {g}; the layer cannot be edited with SLUG")
+        raise ValueError(
+            f"grad: the forget gradient of this layer is {g}; the layer cannot be edited with SLUG"
+        )
     return float(weight.detach().float().norm()) / g / divisor
 
 
@@ -80,7 +84,8 @@ def search_step(evaluate: Evaluate, start: float, config: StepSearchConfig | Non
                 progress: bool = False, baseline: tuple[float, float] | None = None) -> StepSearchResult:
     """Find lambda > 0 that forgets (forget <= target) while utility holds, in <= config.max_evals calls.
 
-    ``baseline``: the metrics at step 0 if already known (e.g. from the search on another layer): not re-measured.
+    ``baseline``: the metrics at step 0 if already known (e.g. from the search on another layer): not
+    re-measured.
     """
     config = config or StepSearchConfig()
     if not (math.isfinite(start) and start > 0):
@@ -99,20 +104,30 @@ def search_step(evaluate: Evaluate, start: float, config: StepSearchConfig | Non
         return _search(counted, start, config, baseline or counted(0.0))
 
 
-def _search(evaluate: Evaluate, start: float, config: StepSearchConfig, baseline: tuple[float, float]) -> StepSearchResult:
+def _search(
+    evaluate: Evaluate, start: float, config: StepSearchConfig, baseline: tuple[float, float]
+) -> StepSearchResult:
     floor = baseline[1] - config.retain_drop
     done = config.forget_target + config.forget_tolerance
     history: list[tuple[float, float, float]] = []
     lo, hi, step = 0.0, math.inf, start
     reason = f"no step met both targets in {config.max_evals} evaluations"
     if baseline[0] <= done:
-        logger.warning("forget metric is already %.4g <= target before editing; nothing to forget", baseline[0])
+        logger.warning(
+            "forget metric is already %.4g <= target before editing; nothing to forget", baseline[0]
+        )
     while len(history) + 1 < config.max_evals:
         f, r = evaluate(step)
         history.append((step, f, r))
         forgotten, holds = f <= done, r >= floor
-        logger.info("SLUG step %.4g: forget %.4g, retain %.4g (%s, %s)", step, f, r,
-                    "forgotten" if forgotten else "recognised", "utility holds" if holds else "utility dropped")
+        logger.info(
+            "SLUG step %.4g: forget %.4g, retain %.4g (%s, %s)",
+            step,
+            f,
+            r,
+            "forgotten" if forgotten else "recognised",
+            "utility holds" if holds else "utility dropped",
+        )
         if forgotten and holds:
             return StepSearchResult(step, f, r, True, "forgotten with utility kept", baseline, history)
         if not forgotten and not holds:
@@ -129,9 +144,13 @@ def _search(evaluate: Evaluate, start: float, config: StepSearchConfig, baseline
     return _fallback(history, floor, baseline, reason)
 
 
-def _fallback(history: list[tuple[float, float, float]], floor: float, baseline: tuple[float, float], reason: str) -> StepSearchResult:
+def _fallback(
+    history: list[tuple[float, float, float]], floor: float, baseline: tuple[float, float], reason: str
+) -> StepSearchResult:
     """Without success: the step that forgot most among those keeping utility, else the smallest tried."""
     keep = [h for h in history if h[2] >= floor]
     step, f, r = min(keep, key=lambda h: (h[1], -h[0])) if keep else min(history, key=lambda h: h[0])
-    logger.warning("SLUG step search: %s; best compromise step %.4g (forget %.4g, retain %.4g)", reason, step, f, r)
+    logger.warning(
+        "SLUG step search: %s; best compromise step %.4g (forget %.4g, retain %.4g)", reason, step, f, r
+    )
     return StepSearchResult(step, f, r, False, reason, baseline, history)

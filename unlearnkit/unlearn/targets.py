@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from .. import io
 from .adapter import ClipAdapter
 
 logger = logging.getLogger(__name__)
@@ -24,7 +26,12 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
 class OpenClipAdapter(ClipAdapter):
     """open_clip ``CLIP`` / ``CustomTextCLIP``: ``model.encode_image`` / ``model.encode_text``."""
 
-    def __init__(self, model: nn.Module, tower: str = "both", tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        tower: str = "both",
+        tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None,
+    ):
         super().__init__(model, tower)
         self._tokenizer = tokenizer
         mean = getattr(model.visual, "image_mean", None)
@@ -63,7 +70,12 @@ class HFClipAdapter(ClipAdapter):
     (offline; same ids as ``CLIPTokenizer`` on ordinary prompts) at the model's context length.
     """
 
-    def __init__(self, model: nn.Module, tower: str = "both", tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        tower: str = "both",
+        tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None,
+    ):
         super().__init__(model, tower)
         self._tokenizer = tokenizer
         text_cfg = model.config.text_config
@@ -118,5 +130,30 @@ def pooled_length(tokens: torch.Tensor, eos_token_id: int | None) -> int:
 
 
 def _features(out: torch.Tensor | object) -> torch.Tensor:
-    """transformers < 5 returns the projected features; 5.x returns an output whose pooler_output holds them."""
+    """transformers < 5 returns the projected features; 5.x returns an output whose pooler_output holds
+    them."""
     return out if isinstance(out, torch.Tensor) else out.pooler_output  # (B, D)
+
+
+def load_hf_clip(folder: str):
+    """A transformers CLIPModel from a local folder, weights read through unlearnkit.io (no pickle code)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    root = Path(folder)
+    weights = next(
+        (root / n for n in ("model.safetensors", "pytorch_model.bin") if (root / n).is_file()), None
+    )
+    if not (root / "config.json").is_file() or weights is None:
+        raise FileNotFoundError(
+            f"clip_dir: {folder!r} needs config.json and model.safetensors (or pytorch_model.bin)"
+        )
+    model = CLIPModel(CLIPConfig.from_pretrained(str(root)))
+    state, _ = io.load_state_dict(weights)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(
+            f"clip_dir: {str(weights)!r} does not fit its config: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}"
+        )
+    return model.eval()

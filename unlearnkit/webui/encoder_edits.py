@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..erase.textencoder_config import TextEncoderDims, check_matches, infer_dims
-from ..erase.textencoder_layouts import HF_KEY, find_text_encoders
+from ..textencoders.dims import TextEncoderDims, check_matches, infer_dims
+from ..textencoders.layouts import HF_KEY, find_text_encoders
 from ..unlearn.patches import Patch, apply_patch, remove_patch
 
 logger = logging.getLogger(__name__)
@@ -29,14 +29,19 @@ def strip_wrappers(name: str) -> str:
     return _WRAPPED.sub("", name).lstrip(".")
 
 
-def encoder_parameters(module: nn.Module, dims: TextEncoderDims, what: str = "text encoder") -> dict[str, str]:
-    """{canonical HF key: the module's parameter name} of the one CLIP text encoder in ``module`` with ``dims``."""
+def encoder_parameters(
+    module: nn.Module, dims: TextEncoderDims, what: str = "text encoder"
+) -> dict[str, str]:
+    """{canonical HF key: the module's parameter name} of the one CLIP text encoder in ``module`` with
+    ``dims``."""
     params = dict(module.named_parameters())
     plain = {strip_wrappers(n): n for n in params}
     found = [layout for layout in find_text_encoders(plain) if layout.family == "hf"]
     if not found:
-        raise ValueError(f"{what}: the loaded model has no CLIP text encoder in Hugging Face layout "
-                         f"(SD2's OpenCLIP encoder cannot be swapped in place); first parameters: {list(params)[:3]}")
+        raise ValueError(
+            f"{what}: the loaded model has no CLIP text encoder in Hugging Face layout "
+            f"(SD2's OpenCLIP encoder cannot be swapped in place); first parameters: {list(params)[:3]}"
+        )
     fits, problems = [], []
     for layout in found:
         keys = {k[len(layout.prefix):]: n for k, n in plain.items() if k.startswith(layout.prefix)}
@@ -93,7 +98,9 @@ class EncoderEdits:
         names = encoder_parameters(self.module, dims, self.what)
         missing = [k for k in names if k not in self.swap]
         if missing:
-            raise ValueError(f"{self.what}: lacks {len(missing)} tensor(s) the loaded encoder has, e.g. {missing[:3]}")
+            raise ValueError(
+                f"{self.what}: lacks {len(missing)} tensor(s) the loaded encoder has, e.g. {missing[:3]}"
+            )
         params = dict(self.module.named_parameters())
         for key, name in names.items():
             param = params[name]

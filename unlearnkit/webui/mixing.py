@@ -43,7 +43,8 @@ def build_gate(kind: str, names: Sequence[str], priors: Sequence[float], net: Ga
 
 
 def sigma_at(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """σ at (fractional) timesteps t, interpolating log σ as k-diffusion's ``CompVisDenoiser.t_to_sigma``: (B,)."""
+    """σ at (fractional) timesteps t, interpolating log σ as k-diffusion's ``CompVisDenoiser.t_to_sigma``:
+    (B,)."""
     log_sigmas = (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).log().to(t.device)
     t = t.float().clamp(0, log_sigmas.shape[0] - 1)
     low, high, w = t.floor().long(), t.ceil().long(), t.frac()
@@ -82,7 +83,8 @@ def split_chunks(x: torch.Tensor, cond_or_uncond: Sequence[int] | None) -> tuple
 
 
 class ComposerRuns:
-    """One Composer per sampling run over ``names``; keeps every run's Composer (its history) for attribution."""
+    """One Composer per sampling run over ``names``; keeps every run's Composer (its history) for
+    attribution."""
 
     def __init__(self, names: Sequence[str], make_gate: Callable[[], Gate], prune_eps: float = 0.0) -> None:
         self.names = list(names)
@@ -110,9 +112,14 @@ class VEMixture:
     set before this one (e.g. tiled diffusion): every shard evaluation then goes through it.
     """
 
-    def __init__(self, runs: ComposerRuns, shard_models: Sequence[Callable | None], inner: Callable | None = None) -> None:
+    def __init__(
+        self, runs: ComposerRuns, shard_models: Sequence[Callable | None], inner: Callable | None = None
+    ) -> None:
         if len(shard_models) != len(runs.names):
-            raise ValueError(f"shard_models: expected {len(runs.names)} (one per shard {runs.names}), got {len(shard_models)}")
+            raise ValueError(
+                f"shard_models: expected {len(runs.names)} (one per shard {runs.names}), got "
+                f"{len(shard_models)}"
+            )
         self.runs = runs
         self.shard_models = list(shard_models)
         self.inner = inner
@@ -159,19 +166,29 @@ class VPMixture:
     def __init__(self, runs: ComposerRuns, shard_forwards: Sequence[Callable], alphas_cumprod: torch.Tensor,
                  prediction_type: str = "epsilon", latent_channels: int = 4) -> None:
         if len(shard_forwards) != len(runs.names):
-            raise ValueError(f"shard_forwards: expected {len(runs.names)} (one per shard {runs.names}), got {len(shard_forwards)}")
+            raise ValueError(
+                f"shard_forwards: expected {len(runs.names)} (one per shard {runs.names}), got "
+                f"{len(shard_forwards)}"
+            )
         self.runs = runs
         self.shard_forwards = list(shard_forwards)
         self.alphas_cumprod = alphas_cumprod.detach().float()
         self.prediction_type = prediction_type
         self.latent_channels = latent_channels
-        self._scored: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, sigma) the density gate last scored
+        self._scored: tuple[torch.Tensor, torch.Tensor] | None = (
+            None  # (x, sigma) the density gate last scored
+        )
 
     def _score_chunk(self, x: torch.Tensor, sigma: torch.Tensor, chunks: int) -> int | None:
         """Score the first (cond) chunk, once per (x, σ): a later call at the same point is uncond-only."""
         b = x.shape[0] // chunks
         seen = self._scored
-        if seen is not None and seen[0].shape == x[:b].shape and torch.equal(seen[0], x[:b]) and torch.equal(seen[1], sigma[:b]):
+        if (
+            seen is not None
+            and seen[0].shape == x[:b].shape
+            and torch.equal(seen[0], x[:b])
+            and torch.equal(seen[1], sigma[:b])
+        ):
             return None
         self._scored = (x[:b].detach().clone(), sigma[:b].detach().clone())
         return 0
@@ -182,8 +199,10 @@ class VPMixture:
         grouping = group_rows(x)
         if grouping is None:
             if self.runs.tracks_density:
-                raise ValueError("density gate: samples are repeated unevenly in this batch (AND prompts of different "
-                                 "lengths); use the static or classifier gate")
+                raise ValueError(
+                    "density gate: samples are repeated unevenly in this batch (AND prompts of different "
+                    "lengths); use the static or classifier gate"
+                )
             perm, chunks = torch.arange(rows, device=x.device), 1
         else:
             perm, chunks = grouping
@@ -207,6 +226,8 @@ class VPMixture:
             return prediction_to_x0(out.float(), x_t_i, abar_i, self.prediction_type)
 
         composer = self.runs.composer_for(x_ve, sigma, chunks)
-        x0 = composer(x_ve, sigma, evaluate, chunks=chunks, score_chunk=self._score_chunk(x_ve, sigma, chunks))
+        x0 = composer(
+            x_ve, sigma, evaluate, chunks=chunks, score_chunk=self._score_chunk(x_ve, sigma, chunks)
+        )
         out = x0_to_prediction(x0, x_t, abar, self.prediction_type)
         return out[inverse].to(x.dtype)

@@ -23,7 +23,8 @@ MAX_PRUNE_EPS = 0.5
 
 
 def control_names(max_shards: int = MAX_SHARDS) -> list[str]:
-    """Names of the panel's controls in the order ``ui()`` returns them (and the webui passes their values)."""
+    """Names of the panel's controls in the order ``ui()`` returns them (and the webui passes their
+    values)."""
     slots = [name for i in range(1, max_shards + 1) for name in (f"shard {i}", f"weight {i}")]
     return ["enabled", *slots, "gate", "gate file", "prune eps", "plot", "text encoder", "slug patches"]
 
@@ -68,7 +69,9 @@ class PanelSettings:
         if self.gate not in GATES:
             raise ValueError(f"gate: expected one of {list(GATES)}, got {self.gate!r}")
         if self.gate == "classifier" and self.composing and not self.gate_file:
-            raise ValueError("gate file: the 'classifier' gate needs a gate file (train one with `compose train-gate`)")
+            raise ValueError(
+                "gate file: the 'classifier' gate needs a gate file (train one with `compose train-gate`)"
+            )
         if not (isinstance(self.prune_eps, (int, float)) and 0 <= self.prune_eps <= MAX_PRUNE_EPS):
             raise ValueError(f"prune eps: expected a number in [0, {MAX_PRUNE_EPS}], got {self.prune_eps!r}")
         seen: dict[str, int] = {}
@@ -76,16 +79,22 @@ class PanelSettings:
             if not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"weight {slot}: expected a finite number >= 0, got {weight!r}")
             if name in seen:
-                raise ValueError(f"shard {slot}: {name!r} is already chosen in shard {seen[name]}; choose each checkpoint once")
+                raise ValueError(
+                    f"shard {slot}: {name!r} is already chosen in shard {seen[name]}; choose each "
+                    "checkpoint once"
+                )
             seen[name] = slot
         if self.shards and not any(w > 0 for w in self.weights):
-            raise ValueError(f"weights: all are zero for shards {self.shard_names}; give at least one shard a weight > 0")
+            raise ValueError(
+                f"weights: all are zero for shards {self.shard_names}; give at least one shard a weight > 0"
+            )
         if len(set(self.slug_patches)) != len(self.slug_patches):
             raise ValueError(f"slug patches: a patch is chosen twice in {list(self.slug_patches)}")
 
 
 def from_controls(values: Sequence[Any], max_shards: int = MAX_SHARDS) -> PanelSettings:
-    """Settings from the controls' values, in ``control_names`` order (what ``process(p, *args)`` receives)."""
+    """Settings from the controls' values, in ``control_names`` order (what ``process(p, *args)``
+    receives)."""
     names = control_names(max_shards)
     if len(values) != len(names):
         raise ValueError(f"panel values: expected {len(names)} ({', '.join(names)}), got {len(values)}")
@@ -97,22 +106,38 @@ def from_controls(values: Sequence[Any], max_shards: int = MAX_SHARDS) -> PanelS
     patches = v["slug patches"] or ()
     patches = (patches,) if isinstance(patches, str) else tuple(patches)
     return PanelSettings(
-        enabled=bool(v["enabled"]), shards=shards, gate=str(v["gate"] or "static"), gate_file=_chosen(v["gate file"]),
-        prune_eps=float(v["prune eps"] or 0.0), plot=bool(v["plot"]), text_encoder=_chosen(v["text encoder"]),
+        enabled=bool(v["enabled"]),
+        shards=shards,
+        gate=str(v["gate"] or "static"),
+        gate_file=_chosen(v["gate file"]),
+        prune_eps=float(v["prune eps"] or 0.0),
+        plot=bool(v["plot"]),
+        text_encoder=_chosen(v["text encoder"]),
         slug_patches=tuple(_chosen(p) for p in patches if _chosen(p)),
     )
 
 
 def to_controls(settings: PanelSettings, max_shards: int = MAX_SHARDS) -> list[Any]:
-    """The controls' values that show ``settings`` (unused shard slots emptied), in ``control_names`` order."""
+    """The controls' values that show ``settings`` (unused shard slots emptied), in ``control_names``
+    order."""
     if len(settings.shards) > max_shards:
-        raise ValueError(f"shards: the panel has {max_shards} slots, the settings have {len(settings.shards)}")
+        raise ValueError(
+            f"shards: the panel has {max_shards} slots, the settings have {len(settings.shards)}"
+        )
     slots: list[Any] = []
     for i in range(max_shards):
         name, weight = settings.shards[i] if i < len(settings.shards) else (NONE, 1.0)
         slots += [name, weight]
-    return [settings.enabled, *slots, settings.gate, settings.gate_file or NONE, settings.prune_eps, settings.plot,
-            settings.text_encoder or NONE, list(settings.slug_patches)]
+    return [
+        settings.enabled,
+        *slots,
+        settings.gate,
+        settings.gate_file or NONE,
+        settings.prune_eps,
+        settings.plot,
+        settings.text_encoder or NONE,
+        list(settings.slug_patches),
+    ]
 
 
 def _number(value: float) -> str:
@@ -155,7 +180,8 @@ def _numbered(params: Mapping[str, Any], key: str) -> list[tuple[int, str]]:
 
 
 def from_infotext(params: Mapping[str, Any]) -> PanelSettings | None:
-    """Settings from parsed infotext (``parse_generation_parameters``); None when it holds no UnlearnKit entry."""
+    """Settings from parsed infotext (``parse_generation_parameters``); None when it holds no UnlearnKit
+    entry."""
     if not any(str(k) == PREFIX or str(k).startswith(PREFIX + " ") for k in params):
         return None
     weights = dict(_numbered(params, f"{PREFIX} weight"))
@@ -164,12 +190,16 @@ def from_infotext(params: Mapping[str, Any]) -> PanelSettings | None:
         try:
             weight = float(weights.get(n, "1"))
         except ValueError as exc:
-            raise ValueError(f"infotext '{PREFIX} weight {n}': expected a number, got {weights.get(n)!r}") from exc
+            raise ValueError(
+                f"infotext '{PREFIX} weight {n}': expected a number, got {weights.get(n)!r}"
+            ) from exc
         shards.append((name, weight))
     try:
         prune = float(params.get(f"{PREFIX} prune eps", 0.0))
     except ValueError as exc:
-        raise ValueError(f"infotext '{PREFIX} prune eps': expected a number, got {params.get(f'{PREFIX} prune eps')!r}") from exc
+        raise ValueError(
+            f"infotext '{PREFIX} prune eps': expected a number, got {params.get(f'{PREFIX} prune eps')!r}"
+        ) from exc
     return PanelSettings(
         enabled=True, shards=tuple(shards), gate=str(params.get(f"{PREFIX} gate", "static")),
         gate_file=str(params.get(f"{PREFIX} gate file", "")), prune_eps=prune,

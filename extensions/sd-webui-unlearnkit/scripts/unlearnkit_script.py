@@ -22,12 +22,14 @@ EXT_DIR = Path(__file__).resolve().parents[1]  # resolved: a linked extension po
 
 
 def core_candidates(ext_dir: Path) -> list[Path]:
-    """Folders that may hold the ``unlearnkit`` package: a copy vendored by ``install-webui --copy``, the checkout."""
+    """Folders that may hold the ``unlearnkit`` package: a copy vendored by ``install-webui --copy``, the
+    checkout."""
     return [ext_dir, ext_dir.parents[1]]
 
 
 def ensure_core(ext_dir: Path = EXT_DIR) -> None:
-    """Make ``import unlearnkit`` work: installed, vendored next to the extension, or the linked repository."""
+    """Make ``import unlearnkit`` work: installed, vendored next to the extension, or the linked
+    repository."""
     try:
         import unlearnkit.webui.settings  # noqa: F401 - a core with the webui helpers
         return
@@ -38,7 +40,10 @@ def ensure_core(ext_dir: Path = EXT_DIR) -> None:
         if (folder / "unlearnkit" / "webui" / "__init__.py").is_file():
             sys.path.append(str(folder))  # appended: never shadows the webui's own modules
             return
-    raise ImportError(f"UnlearnKit core not found next to {ext_dir}; install with `python -m unlearnkit install-webui WEBUI_DIR`")
+    raise ImportError(
+        f"UnlearnKit core not found next to {ext_dir}; install with `python -m unlearnkit install-webui "
+        "WEBUI_DIR`"
+    )
 
 
 ensure_core()
@@ -46,9 +51,9 @@ ensure_core()
 from unlearnkit.compose.attribution import attribution_plot  # noqa: E402
 from unlearnkit.compose.gate_model import load_gate  # noqa: E402
 from unlearnkit.compose.mixture import check_same_family  # noqa: E402
-from unlearnkit.erase.textencoder_io import load_text_encoder_state  # noqa: E402
+from unlearnkit.textencoders.loading import load_text_encoder_state  # noqa: E402
 from unlearnkit.unlearn.patches import load_patch  # noqa: E402
-from unlearnkit.webui import library as lib  # noqa: E402
+from unlearnkit.webui import model_files as lib  # noqa: E402
 from unlearnkit.webui import settings as panel  # noqa: E402
 from unlearnkit.webui.encoder_edits import EncoderEdits  # noqa: E402
 from unlearnkit.webui.mixing import ComposerRuns, VEMixture, VPMixture, build_gate  # noqa: E402
@@ -70,13 +75,16 @@ def choices(shared: Any, sd_models: Any) -> dict[str, list[str]]:
     return {
         "checkpoints": sorted(info.name for info in sd_models.checkpoints_list.values()),
         "gates": lib.list_entries(root / lib.SUBFOLDERS["gates"], lib.GATE_SUFFIXES),
-        "text_encoders": lib.list_entries(root / lib.SUBFOLDERS["text_encoders"], lib.TEXT_ENCODER_SUFFIXES, lib.HF_FOLDER_MARKER),
+        "text_encoders": lib.list_entries(
+            root / lib.SUBFOLDERS["text_encoders"], lib.TEXT_ENCODER_SUFFIXES, lib.HF_FOLDER_MARKER
+        ),
         "slug_patches": lib.list_entries(root / lib.SUBFOLDERS["slug_patches"], lib.PATCH_SUFFIXES),
     }
 
 
 def shard_hashes(sd_models: Any, settings: panel.PanelSettings) -> dict[str, str]:
-    """The webui's short hash (sha256[:10], cached by the webui) of each chosen shard: the record of what mixed."""
+    """The webui's short hash (sha256[:10], cached by the webui) of each chosen shard: the record of what
+    mixed."""
     out = {}
     for info in sd_models.checkpoints_list.values():
         if settings.enabled and info.name in settings.shard_names:
@@ -93,7 +101,9 @@ def checkpoint_path(sd_models: Any, name: str) -> Path:
 
 
 def entry(shared: Any, kind: str, name: str) -> Path:
-    return lib.resolve_entry(Path(shared.models_path) / lib.SUBFOLDERS[kind], name, kind.replace("_", " ")[:-1])
+    return lib.resolve_entry(
+        Path(shared.models_path) / lib.SUBFOLDERS[kind], name, kind.replace("_", " ")[:-1]
+    )
 
 
 # ---- per generation ------------------------------------------------------------------------------
@@ -135,7 +145,10 @@ def install_forward(module: Any, forward: Callable) -> Callable[[], None]:
 
     def restore() -> None:
         if module.__dict__.get("forward") is not forward:
-            logger.warning("UnlearnKit: another extension replaced the UNet forward during sampling; restoring ours' predecessor")
+            logger.warning(
+                "UnlearnKit: another extension replaced the UNet forward during sampling; restoring ours' "
+                "predecessor"
+            )
         if had:
             module.forward = old
         else:
@@ -145,11 +158,14 @@ def install_forward(module: Any, forward: Callable) -> Callable[[], None]:
 
 
 def a1111_mixture(gen: Generation, sd_model: Any) -> tuple[Any, VPMixture]:
-    """(UNet module, its mixed forward): shards are copies of the loaded UNet holding each checkpoint's weights."""
+    """(UNet module, its mixed forward): shards are copies of the loaded UNet holding each checkpoint's
+    weights."""
     unet = sd_model.model.diffusion_model
     own = unet.__dict__.get("forward") or type(unet).forward.__get__(unet)
-    forwards = [own if is_loaded(path, sd_model) else SHARDS.get(path, lambda q: lib.load_unet_like(unet, q), "a1111")
-                for path in gen.paths]
+    forwards = [
+        own if is_loaded(path, sd_model) else SHARDS.get(path, lambda q: lib.load_unet_like(unet, q), "a1111")
+        for path in gen.paths
+    ]
     prediction = "v_prediction" if getattr(sd_model, "parameterization", "eps") == "v" else "epsilon"
     channels = int(getattr(unet, "out_channels", 4))
     return unet, VPMixture(gen.runs, forwards, sd_model.alphas_cumprod, prediction, channels)
@@ -159,13 +175,18 @@ def forge_signature(patcher: Any) -> dict:
     """What must agree between Forge shards: UNet class and config, prediction type."""
     model = patcher.model
     config = dict(getattr(model.diffusion_model, "config", {}) or {})
-    return {"unet": type(model.diffusion_model).__name__, "prediction": getattr(model.predictor, "prediction_type", None),
-            **{k: repr(v) for k, v in sorted(config.items()) if k not in ("dtype", "device")}}
+    return {
+        "unet": type(model.diffusion_model).__name__,
+        "prediction": getattr(model.predictor, "prediction_type", None),
+        **{k: repr(v) for k, v in sorted(config.items()) if k not in ("dtype", "device")},
+    }
 
 
 def forge_mixture(gen: Generation, unet: Any, sd_model: Any, load_unet: Callable[[Path], Any]) -> Any:
     """A clone of Forge's UNet patcher whose model_function_wrapper mixes the shards; shards load with it."""
-    patchers = [None if is_loaded(path, sd_model) else SHARDS.get(path, load_unet, "forge") for path in gen.paths]
+    patchers = [
+        None if is_loaded(path, sd_model) else SHARDS.get(path, load_unet, "forge") for path in gen.paths
+    ]
     check_same_family([(n, forge_signature(p or unet)) for n, p in zip(gen.names, patchers)])
     clone = unet.clone()
     inner = unet.model_options.get("model_function_wrapper")
@@ -216,7 +237,11 @@ def plan_edits(settings: panel.PanelSettings, shared: Any) -> tuple[Any, list, t
     swap, patches, signature = None, [], ()
     if settings.text_encoder:
         path = entry(shared, "text_encoders", settings.text_encoder)
-        swap = FILES.get(path, lambda q: load_text_encoder_state(q)[0], "te") if path.is_file() else load_text_encoder_state(path)[0]
+        swap = (
+            FILES.get(path, lambda q: load_text_encoder_state(q)[0], "te")
+            if path.is_file()
+            else load_text_encoder_state(path)[0]
+        )
         signature += (settings.text_encoder, lib.file_key(path) if path.is_file() else str(path))
     for name in settings.slug_patches:
         patch = FILES.get(entry(shared, "slug_patches", name), load_patch, "slug")
@@ -227,7 +252,10 @@ def plan_edits(settings: panel.PanelSettings, shared: Any) -> tuple[Any, list, t
 
 def used_files(settings: panel.PanelSettings, shared: Any) -> list[Path]:
     """The gate, encoder and patch files the settings use (what FILES keeps)."""
-    wanted = [("gates", settings.gate_file if settings.gate == "classifier" else ""), ("text_encoders", settings.text_encoder)]
+    wanted = [
+        ("gates", settings.gate_file if settings.gate == "classifier" else ""),
+        ("text_encoders", settings.text_encoder),
+    ]
     wanted += [("slug_patches", name) for name in settings.slug_patches]
     return [entry(shared, kind, name) for kind, name in wanted if name]
 
@@ -282,7 +310,9 @@ def edit_conds(p: Any, shared: Any, processing: Any, settings: panel.PanelSettin
 
 
 # ---- panel ---------------------------------------------------------------------------------------
-def build_ui(gr: Any, found: dict[str, list[str]], refresh_choices: Callable[[], dict[str, list[str]]]) -> tuple[list, list]:
+def build_ui(
+    gr: Any, found: dict[str, list[str]], refresh_choices: Callable[[], dict[str, list[str]]]
+) -> tuple[list, list]:
     """The panel's controls (in ``panel.control_names`` order) and its infotext_fields."""
     none = [panel.NONE]
     with gr.Accordion("UnlearnKit: shards, erased text encoder, SLUG patches", open=False):
@@ -290,16 +320,30 @@ def build_ui(gr: Any, found: dict[str, list[str]], refresh_choices: Callable[[],
         slots = []
         for i in range(1, panel.MAX_SHARDS + 1):
             with gr.Row():
-                slots.append(gr.Dropdown(choices=none + found["checkpoints"], value=panel.NONE, label=f"Shard {i}"))
+                slots.append(
+                    gr.Dropdown(choices=none + found["checkpoints"], value=panel.NONE, label=f"Shard {i}")
+                )
                 slots.append(gr.Slider(minimum=0.0, maximum=1.0, step=0.01, value=1.0, label=f"Weight {i}"))
         with gr.Row():
             gate = gr.Dropdown(choices=list(panel.GATES), value="static", label="Gate")
-            gate_file = gr.Dropdown(choices=none + found["gates"], value=panel.NONE, label="Gate file (classifier)")
-            prune = gr.Slider(minimum=0.0, maximum=panel.MAX_PRUNE_EPS, step=0.005, value=0.0, label="Prune ε (skip shards below)")
+            gate_file = gr.Dropdown(
+                choices=none + found["gates"], value=panel.NONE, label="Gate file (classifier)"
+            )
+            prune = gr.Slider(
+                minimum=0.0,
+                maximum=panel.MAX_PRUNE_EPS,
+                step=0.005,
+                value=0.0,
+                label="Prune ε (skip shards below)",
+            )
             plot = gr.Checkbox(value=True, label="Attribution plot in outputs")
         with gr.Row():
-            encoder = gr.Dropdown(choices=none + found["text_encoders"], value=panel.NONE, label="Text encoder (AdvUnlearn)")
-            patches = gr.Dropdown(choices=found["slug_patches"], value=[], multiselect=True, label="SLUG patches")
+            encoder = gr.Dropdown(
+                choices=none + found["text_encoders"], value=panel.NONE, label="Text encoder (AdvUnlearn)"
+            )
+            patches = gr.Dropdown(
+                choices=found["slug_patches"], value=[], multiselect=True, label="SLUG patches"
+            )
             refresh = gr.Button(value="Refresh lists")
     controls = [enabled, *slots, gate, gate_file, prune, plot, encoder, patches]
     lists = [("checkpoints", c) for c in slots[::2]] + [("gates", gate_file), ("text_encoders", encoder)]
@@ -371,14 +415,20 @@ class UnlearnKitScript(Script):
         try:
             settings.check()
             FILES.keep(used_files(settings, shared) if settings.enabled else [])
-            p.extra_generation_params.update(panel.infotext_params(settings, shard_hashes(sd_models, settings)))
+            p.extra_generation_params.update(
+                panel.infotext_params(settings, shard_hashes(sd_models, settings))
+            )
             signature = edit_conds(p, shared, processing, settings) if settings.edits_text_encoder else ()
             if not settings.edits_text_encoder:
                 use_cond_caches(p, processing, signature)
             if settings.composing:
                 plan_mixture(gen, shared, sd_models)
                 if not hasattr(shared.sd_model, "forge_objects"):
-                    wrap_method(p, "sample", lambda original, *a, **k: self._sample_a1111(gen, shared, original, *a, **k))
+                    wrap_method(
+                        p,
+                        "sample",
+                        lambda original, *a, **k: self._sample_a1111(gen, shared, original, *a, **k),
+                    )
         except Exception as exc:  # the webui would log it and sample anyway: refuse instead
             logger.exception("UnlearnKit: cannot apply the panel's settings")
             p.sample = refuse(exc)

@@ -8,23 +8,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .compose_fixtures import NODE_CLASS_MAPPINGS as COMPOSE_FIXTURES
+from .outputs import CATEGORY, out_path
 
-CATEGORY = "UnlearnKitTest"
-OUT_ENV = "UNLEARNKIT_TEST_OUT"
 LABEL_ATTR = "unlearnkit_test_label"
 
-
-def _out_path(key: str, suffix: str) -> Path:
-    out = Path(os.environ[OUT_ENV])
-    out.mkdir(parents=True, exist_ok=True)
-    return out / f"{key}{suffix}"
 
 
 def tiny_unet_config(context_dim: int, model_channels: int, in_channels: int) -> dict:
@@ -63,10 +55,14 @@ def build_tiny_model(seed: int, context_dim: int, model_channels: int, in_channe
     config = comfy.supported_models.SD15(tiny_unet_config(context_dim, model_channels, in_channels))
     if hasattr(config, "set_inference_dtype"):
         config.set_inference_dtype(torch.float32, None)
-    model_type = comfy.model_base.ModelType.V_PREDICTION if prediction == "v" else comfy.model_base.ModelType.EPS
+    model_type = (
+        comfy.model_base.ModelType.V_PREDICTION if prediction == "v" else comfy.model_base.ModelType.EPS
+    )
     model = comfy.model_base.BaseModel(config, model_type=model_type, device=mm.unet_offload_device())
     seeded_init_(model.diffusion_model, seed)
-    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+    return comfy.model_patcher.ModelPatcher(
+        model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+    )
 
 
 class TinyModel:
@@ -180,7 +176,7 @@ class SaveLatent:
     CATEGORY = CATEGORY
 
     def save(self, samples, key):
-        np.save(_out_path(key, ".npy"), samples["samples"].detach().float().cpu().numpy())
+        np.save(out_path(key, ".npy"), samples["samples"].detach().float().cpu().numpy())
         return {"ui": {"unlearnkit_test": [key]}}
 
 
@@ -210,7 +206,7 @@ class ModelState:
     CATEGORY = CATEGORY
 
     def record(self, model, key, after=None):
-        _out_path(key, ".json").write_text(json.dumps(model_state(model)))
+        out_path(key, ".json").write_text(json.dumps(model_state(model)))
         return {"ui": {"unlearnkit_test": [key]}}
 
 
@@ -235,7 +231,7 @@ class LoadedModels:
             label = getattr(getattr(patcher, "model", None), LABEL_ATTR, None)
             if label is not None:
                 labels.append(label)
-        _out_path(key, ".json").write_text(json.dumps({"labels": labels}))
+        out_path(key, ".json").write_text(json.dumps({"labels": labels}))
         return {"ui": {"unlearnkit_test": [key]}}
 
 

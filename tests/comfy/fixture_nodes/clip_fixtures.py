@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-CATEGORY = "UnlearnKitTest"
-OUT_ENV = "UNLEARNKIT_TEST_OUT"
+from .outputs import CATEGORY, out_path
+
 FOLDERS_ENV = "UNLEARNKIT_TEST_MODEL_FOLDERS"
 HF_ROOTS = ("embeddings.", "encoder.", "final_layer_norm.")
 
@@ -32,11 +32,6 @@ def register_test_folders() -> None:
         folder_paths.add_model_folder_path(name, path)
 
 
-def _out_path(key: str, suffix: str) -> Path:
-    out = Path(os.environ[OUT_ENV])
-    out.mkdir(parents=True, exist_ok=True)
-    return out / f"{key}{suffix}"
-
 
 def build_sd1_clip(weights: str, config: str, fp32: bool):
     """ComfyUI's SD1 CLIP (as its checkpoint loaders build it) holding the HF text encoder in ``weights``."""
@@ -47,7 +42,9 @@ def build_sd1_clip(weights: str, config: str, fp32: bool):
     from safetensors.torch import load_file
 
     target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
-    if config:  # 0.3.x's default SD1CheckpointClipModel takes no config: use the plain SDClipModel (as 2024-03)
+    if (
+        config
+    ):  # 0.3.x's default SD1CheckpointClipModel takes no config: use the plain SDClipModel (as 2024-03)
         target.params.update(clip_model=comfy.sd1_clip.SDClipModel, textmodel_json_config=config)
     if "model_options" in inspect.signature(comfy.sd.CLIP.__init__).parameters:  # 0.3.x
         clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float32} if fp32 else {})
@@ -63,7 +60,10 @@ def build_sd1_clip(weights: str, config: str, fp32: bool):
     missing, unexpected = clip.load_sd(state)
     missing = [k for k in missing if not k.endswith(("text_projection.weight", "position_ids"))]
     if missing or unexpected:
-        raise ValueError(f"fixture: {weights} does not fit ComfyUI's SD1 CLIP: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise ValueError(
+            f"fixture: {weights} does not fit ComfyUI's SD1 CLIP: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}"
+        )
     with torch.no_grad():  # 0.3.x leaves the (unused) projection uninitialised
         projection = clip.cond_stage_model.clip_l.transformer.text_projection.weight
         projection.copy_(torch.eye(projection.shape[0], dtype=projection.dtype))
@@ -86,12 +86,19 @@ class ClipFromFile:
 
 
 class Encode:
-    """What CLIPTextEncode does (tokenize, encode_from_tokens), plus writing cond and token ids; ``after`` orders it."""
+    """What CLIPTextEncode does (tokenize, encode_from_tokens), plus writing cond and token ids; ``after``
+    orders it."""
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"clip": ("CLIP",), "text": ("STRING", {"default": ""}), "key": ("STRING", {"default": "cond"})},
-                "optional": {"after": ("CONDITIONING",)}}
+        return {
+            "required": {
+                "clip": ("CLIP",),
+                "text": ("STRING", {"default": ""}),
+                "key": ("STRING", {"default": "cond"}),
+            },
+            "optional": {"after": ("CONDITIONING",)},
+        }
 
     RETURN_TYPES = ("CONDITIONING",)
     OUTPUT_NODE = True
@@ -101,9 +108,9 @@ class Encode:
     def encode(self, clip, text, key, after=None):
         tokens = clip.tokenize(text)
         cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
-        np.save(_out_path(key, ".npy"), cond.detach().float().cpu().numpy())
+        np.save(out_path(key, ".npy"), cond.detach().float().cpu().numpy())
         ids = {name: [[int(t[0]) for t in chunk] for chunk in chunks] for name, chunks in tokens.items()}
-        _out_path(key, ".json").write_text(json.dumps({"ids": ids, "patches": len(clip.patcher.patches)}))
+        out_path(key, ".json").write_text(json.dumps({"ids": ids, "patches": len(clip.patcher.patches)}))
         return ([[cond, {"pooled_output": pooled}]],)
 
 
@@ -118,16 +125,22 @@ class SaveConditioning:
     CATEGORY = CATEGORY
 
     def save(self, conditioning, key):
-        np.save(_out_path(key, ".npy"), conditioning[0][0].detach().float().cpu().numpy())
+        np.save(out_path(key, ".npy"), conditioning[0][0].detach().float().cpu().numpy())
         return {"ui": {"unlearnkit_test": [key]}}
 
 
 class LoadImages:
-    """PNG files of a folder (sorted) as an IMAGE batch (B, H, W, 3) in [0, 1]; ``count`` 0 gives an empty batch."""
+    """PNG files of a folder (sorted) as an IMAGE batch (B, H, W, 3) in [0, 1]; ``count`` 0 gives an empty
+    batch."""
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"folder": ("STRING", {"default": ""}), "count": ("INT", {"default": 8, "min": 0, "max": 4096})}}
+        return {
+            "required": {
+                "folder": ("STRING", {"default": ""}),
+                "count": ("INT", {"default": 8, "min": 0, "max": 4096}),
+            }
+        }
 
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "load"
@@ -158,9 +171,9 @@ class SaveValue:
 
     def save(self, key, text=None, images=None):
         if text is not None:
-            _out_path(key, ".json").write_text(json.dumps({"text": text}))
+            out_path(key, ".json").write_text(json.dumps({"text": text}))
         if images is not None:
-            np.save(_out_path(key, ".npy"), images.detach().float().cpu().numpy())
+            np.save(out_path(key, ".npy"), images.detach().float().cpu().numpy())
         return {"ui": {"unlearnkit_test": [key]}}
 
 

@@ -6,27 +6,25 @@ by UNLEARNKIT_TEST_OUT, and files written into / copied from ComfyUI's output fo
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-CATEGORY = "UnlearnKitTest"
-OUT_ENV = "UNLEARNKIT_TEST_OUT"
-
-
-def _out_path(key: str, suffix: str) -> Path:
-    out = Path(os.environ[OUT_ENV])
-    out.mkdir(parents=True, exist_ok=True)
-    return out / f"{key}{suffix}"
+from .outputs import CATEGORY, out_path
 
 
 class LoraModel:
-    """A clone with a seeded random LoRA (attention, 1x1 and 3x3 convs, output conv) through ComfyUI's LoRA loader."""
+    """A clone with a seeded random LoRA (attention, 1x1 and 3x3 convs, output conv) through ComfyUI's LoRA
+    loader."""
 
-    TARGETS = ("input_blocks.1.1.transformer_blocks.0.attn1.to_q", "input_blocks.1.1.transformer_blocks.0.attn2.to_v",
-               "input_blocks.1.1.proj_in", "middle_block.0.in_layers.2", "out.2")
+    TARGETS = (
+        "input_blocks.1.1.transformer_blocks.0.attn1.to_q",
+        "input_blocks.1.1.transformer_blocks.0.attn2.to_v",
+        "input_blocks.1.1.proj_in",
+        "middle_block.0.in_layers.2",
+        "out.2",
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -50,7 +48,9 @@ class LoraModel:
             name = "lora_unet_" + target.replace(".", "_")
             down_shape = (rank, *weight.shape[1:])
             up_shape = (weight.shape[0], rank) + (1,) * (weight.dim() - 2)
-            lora[f"{name}.lora_down.weight"] = torch.randn(down_shape, generator=gen) / math.sqrt(weight[0].numel())
+            lora[f"{name}.lora_down.weight"] = torch.randn(down_shape, generator=gen) / math.sqrt(
+                weight[0].numel()
+            )
             lora[f"{name}.lora_up.weight"] = torch.randn(up_shape, generator=gen)
             lora[f"{name}.alpha"] = torch.tensor(float(rank))
         out, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0.0)
@@ -90,7 +90,7 @@ class SaveImage:
     CATEGORY = CATEGORY
 
     def save(self, images, key):
-        np.save(_out_path(key, ".npy"), images.detach().float().cpu().numpy())
+        np.save(out_path(key, ".npy"), images.detach().float().cpu().numpy())
         return {"ui": {"unlearnkit_test": [key]}}
 
 
@@ -99,7 +99,9 @@ class SaveText:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"text": ("STRING", {"forceInput": True}), "key": ("STRING", {"default": "text"})}}
+        return {
+            "required": {"text": ("STRING", {"forceInput": True}), "key": ("STRING", {"default": "text"})}
+        }
 
     RETURN_TYPES = ()
     OUTPUT_NODE = True
@@ -107,12 +109,13 @@ class SaveText:
     CATEGORY = CATEGORY
 
     def save(self, text, key):
-        _out_path(key, ".txt").write_text(text)
+        out_path(key, ".txt").write_text(text)
         return {"ui": {"unlearnkit_test": [key]}}
 
 
 class WriteOutputFile:
-    """Writes a test file into ComfyUI's output folder: random bytes, or a safetensors file of another format."""
+    """Writes a test file into ComfyUI's output folder: random bytes, or a safetensors file of another
+    format."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -139,7 +142,8 @@ class WriteOutputFile:
 
 
 class CopyOutputFile:
-    """Copies <ComfyUI output>/<path> to <key>.txt once ``after`` exists (a file a node wrote into output/)."""
+    """Copies <ComfyUI output>/<path> to <key>.txt once ``after`` exists (a file a node wrote into
+    output/)."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -154,7 +158,7 @@ class CopyOutputFile:
     def copy(self, path, key, after):
         import folder_paths
 
-        _out_path(key, ".txt").write_bytes((Path(folder_paths.get_output_directory()) / path).read_bytes())
+        out_path(key, ".txt").write_bytes((Path(folder_paths.get_output_directory()) / path).read_bytes())
         return {"ui": {"unlearnkit_test": [key]}}
 
 

@@ -1,0 +1,15 @@
+"""TEST FIXTURE, not part of UnlearnKit: where the fixture nodes write what the tests read back."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CATEGORY = "UnlearnKitTest"
+OUT_ENV = "UNLEARNKIT_TEST_OUT"
+
+
+def out_path(key: str, suffix: str) -> Path:
+    """<$UNLEARNKIT_TEST_OUT>/<key><suffix>, its folder created."""
+    out = Path(os.environ[OUT_ENV])
+    out.mkdir(parents=True, exist_ok=True)
+    return out / f"{key}{suffix}"

@@ -1,0 +1,84 @@
+"""One ComfyUI process per engine for every node test module (engine start-up dominates their time).
+
+Each module in SUITE defines ``suite_graphs(world) -> {name: prompt}``, optionally ``build_world(root) ->
+dict``
+(files its graphs read; ``world["folders"]`` is "name=path;…" for model folders the combo widgets must list),
+and binds ``world, comfy_run = suite_fixtures(__name__)``. Worlds are built once per session. The first
+module to ask runs every module's graphs, in SUITE order (graphs may rely on files earlier ones wrote), in
+one child per engine; each module then sees only its own results, under its own graph names.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from comfy_harness import EngineRun, run_graphs
+
+HERE = Path(__file__).resolve().parent
+SUITE = ("test_compose", "test_compose_gates", "test_tinyworld", "test_compose_workflows",
+         "test_erase_nodes", "test_unlearn_nodes")
+SEPARATOR = "."
+FOLDERS_ENV = "UNLEARNKIT_TEST_MODEL_FOLDERS"  # read by the fixture pack (fixture_nodes/clip_fixtures.py)
+_WORLDS: dict[str, dict] = {}
+_RUNS: dict[str, EngineRun] = {}
+
+
+def _module(name: str):
+    """The test module ``name`` of this folder as pytest imported it (possibly as tests.comfy.<name>)."""
+    path = HERE / f"{name}.py"
+    found = [m for m in list(sys.modules.values())
+             if getattr(m, "__file__", None) and Path(m.__file__).resolve() == path]
+    return found[0] if found else importlib.import_module(name)
+
+
+def world(name: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The files module ``name``'s graphs read ({} when it builds none)."""
+    name = name.rpartition(".")[2]
+    if name not in _WORLDS:
+        build = getattr(_module(name), "build_world", None)
+        _WORLDS[name] = build(Path(tmp_path_factory.mktemp(f"{name}_files"))) if build else {}
+    return _WORLDS[name]
+
+
+def _run_suite(engine: str, tmp_path_factory: pytest.TempPathFactory) -> EngineRun:
+    graphs, folders = {}, []
+    for member in SUITE:
+        member_world = world(member, tmp_path_factory)
+        folders.append(member_world.get("folders", ""))
+        graphs.update(
+            {f"{member}{SEPARATOR}{k}": v for k, v in _module(member).suite_graphs(member_world).items()}
+        )
+    old = os.environ.get(FOLDERS_ENV)
+    os.environ[FOLDERS_ENV] = ";".join(f for f in folders if f)
+    try:
+        return run_graphs(engine, graphs, tmp_path_factory.mktemp(f"suite-{engine}"))
+    finally:
+        os.environ.pop(FOLDERS_ENV) if old is None else os.environ.__setitem__(FOLDERS_ENV, old)
+
+
+def module_run(engine: str, name: str, tmp_path_factory: pytest.TempPathFactory) -> EngineRun:
+    """Module ``name``'s view of the shared run: its results by its own graph names."""
+    if engine not in _RUNS:
+        _RUNS[engine] = _run_suite(engine, tmp_path_factory)
+    whole, prefix = _RUNS[engine], name.rpartition(".")[2] + SEPARATOR
+    mine = {k[len(prefix):]: v for k, v in whole.results.items() if k.startswith(prefix)}
+    return EngineRun(whole.engine, whole.version, mine, whole.log)
+
+
+def suite_fixtures(name: str):
+    """The module's ``world`` and ``comfy_run`` fixtures (bind both at module level)."""
+    if name.rpartition(".")[2] not in SUITE:
+        raise ValueError(f"{name}: add it to suite.SUITE")
+
+    @pytest.fixture(scope="module", name="world")
+    def world_fixture(tmp_path_factory: pytest.TempPathFactory) -> dict:
+        return world(name, tmp_path_factory)
+
+    @pytest.fixture(scope="module", name="comfy_run")
+    def comfy_run(comfy_engine: str, tmp_path_factory: pytest.TempPathFactory) -> EngineRun:
+        return module_run(comfy_engine, name, tmp_path_factory)
+
+    return world_fixture, comfy_run
