@@ -57,13 +57,8 @@ def draw_axes(draw: ImageDraw.ImageDraw, frame: Frame, title: str, x_label: str,
 
 
 def line_panels(
-    series: Sequence[Sequence[Sequence[float]]],
-    labels: Sequence[str],
-    titles: Sequence[str],
-    x_label: str,
-    y_label: str,
-    y_range: tuple[float, float] = (0.0, 1.0),
-    panel_size: tuple[int, int] = (320, 200),
+    series: Sequence[Sequence[Sequence[float]]], labels: Sequence[str], titles: Sequence[str], x_label: str,
+    y_label: str, y_range: tuple[float, float] = (0.0, 1.0), panel_size: tuple[int, int] = (320, 200),
 ) -> Image.Image:
     """One panel per entry of ``series``; each panel holds one line per label: series[p][k][step]."""
     pw, ph = panel_size

@@ -94,28 +94,13 @@ class SlugUnlearnNode:
     )
 
     def unlearn(
-        self,
-        clip: Any,
-        forget_images: torch.Tensor,
-        concept: str,
-        image_tower: str,
-        filename_prefix: str,
-        forget_captions: str = "",
-        retain_images: torch.Tensor | None = None,
-        retain_captions: str = "",
-        layer: str = "",
-        retain_drop: float = 0.05,
-        max_evals: int = 10,
-        seed: int = 0,
+        self, clip: Any, forget_images: torch.Tensor, concept: str, image_tower: str, filename_prefix: str,
+        forget_captions: str = "", retain_images: torch.Tensor | None = None, retain_captions: str = "",
+        layer: str = "", retain_drop: float = 0.05, max_evals: int = 10, seed: int = 0,
     ) -> tuple[Any, str, torch.Tensor]:
         request = SlugRequest(
-            concept=concept,
-            forget_captions=forget_captions,
-            retain_captions=retain_captions,
-            layer=layer,
-            retain_drop=retain_drop,
-            max_evals=max_evals,
-            seed=seed,
+            concept=concept, forget_captions=forget_captions, retain_captions=retain_captions, layer=layer,
+            retain_drop=retain_drop, max_evals=max_evals, seed=seed,
         )
         patch, plot = run_on_clip(clip, load_tower(image_tower), forget_images, retain_images, request)
         applied = applied_slug_patches(clip.patcher)
@@ -169,12 +154,7 @@ class ApplySlugPatchNode:
                    "model are refused.")
 
     def apply(
-        self,
-        clip: Any,
-        patch_name: str,
-        strength: float,
-        patch_name_2: str = NONE,
-        patch_name_3: str = NONE,
+        self, clip: Any, patch_name: str, strength: float, patch_name_2: str = NONE, patch_name_3: str = NONE,
         patch_path: str | None = None,
     ) -> tuple[Any]:
         paths = [patch_file_path(n) for n in (patch_name, patch_name_2, patch_name_3) if n and n != NONE]

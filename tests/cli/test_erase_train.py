@@ -63,22 +63,8 @@ def test_encoder_of_the_wrong_width_is_refused(pipeline_dir, tmp_path, capsys, m
 
 
 def test_attack_prints_adversarial_prompts(pipeline_dir, capsys):
-    argv = [
-        "erase",
-        "attack",
-        "--pipeline",
-        str(pipeline_dir),
-        "--concept",
-        "a photo of a cat",
-        "--steps",
-        "4",
-        "--tokens",
-        "2",
-        "--sampler-steps",
-        "3",
-        "--check-every",
-        "2",
-    ]
+    argv = ["erase", "attack", "--pipeline", str(pipeline_dir), "--concept", "a photo of a cat",
+            *"--steps 4 --tokens 2 --sampler-steps 3 --check-every 2".split()]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     (inst,) = report["instances"]

@@ -34,12 +34,7 @@ def test_evaluate_small(committed):
 
     res = evaluate(k=2, steps=10, shard_sets=())
     for key in (
-        "digit_acc",
-        "style_acc",
-        "judge_fid",
-        "judge_digit_acc_real",
-        "judge_style_acc_real",
-        "base",
+        "digit_acc", "style_acc", "judge_fid", "judge_digit_acc_real", "judge_style_acc_real", "base",
     ):
         assert key in res
     assert res["judge_digit_acc_real"] >= 0.97 and res["digit_acc"] >= 0.8

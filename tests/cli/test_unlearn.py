@@ -55,19 +55,8 @@ def test_apply_and_info(tiny_clip, tmp_path, capsys):
     src = io.save_safetensors(tmp_path / "clip.safetensors", tiny_clip.state_dict())
     main(
         [
-            "unlearn",
-            "run",
-            "--forget",
-            "bold",
-            "--out",
-            str(tmp_path / "bold"),
-            "--no-progress",
-            "--max-evals",
-            "2",
-            "--n-forget",
-            "8",
-            "--n-retain",
-            "16",
+            "unlearn", "run", "--forget", "bold", "--out", str(tmp_path / "bold"), "--no-progress",
+            "--max-evals", "2", "--n-forget", "8", "--n-retain", "16",
         ]
     )
     layer = _last_json(capsys)["layer"]
@@ -118,21 +107,9 @@ def test_run_on_a_clip_folder_with_image_folders(make_hf_clip, tmp_path, capsys)
     )
     code = main(
         [
-            "unlearn",
-            "run",
-            "--clip-dir",
-            str(clip_dir),
-            "--forget-images",
-            str(forget),
-            "--concept",
-            "Red Period",
-            "--retain-images",
-            str(retain),
-            "--out",
-            str(tmp_path / "red"),
-            "--no-progress",
-            "--max-evals",
-            "3",
+            "unlearn", "run", "--clip-dir", str(clip_dir), "--forget-images", str(forget), "--concept",
+            "Red Period", "--retain-images", str(retain), "--out", str(tmp_path / "red"), "--no-progress",
+            "--max-evals", "3",
         ]
     )
     summary = _last_json(capsys)
@@ -155,23 +132,8 @@ def test_run_input_errors_exit_2(tiny_clip, tmp_path, capsys, extra, message):
 def test_run_summary_lists_every_layer_searched(tiny_clip, tmp_path, capsys):
     main(
         [
-            "unlearn",
-            "run",
-            "--forget",
-            "3",
-            "--out",
-            str(tmp_path / "t"),
-            "--no-progress",
-            "--max-evals",
-            "2",
-            "--max-layers",
-            "2",
-            "--n-forget",
-            "8",
-            "--n-retain",
-            "16",
-            "--exclude-last-blocks",
-            "1",
+            "unlearn", "run", "--forget", "3", "--out", str(tmp_path / "t"), "--no-progress", "--max-evals",
+            "2", "--max-layers", "2", "--n-forget", "8", "--n-retain", "16", "--exclude-last-blocks", "1",
         ]
     )
     summary = _last_json(capsys)
@@ -192,19 +154,8 @@ def test_image_folder_on_the_tiny_world_takes_retain_pairs_from_it(tiny_clip, tm
     forget = _folder(tmp_path / "forget", [(250, 20, 20), (230, 30, 10), (240, 0, 40)])
     code = main(
         [
-            "unlearn",
-            "run",
-            "--forget-images",
-            str(forget),
-            "--concept",
-            "red blob",
-            "--out",
-            str(tmp_path / "r"),
-            "--no-progress",
-            "--max-evals",
-            "2",
-            "--n-retain",
-            "24",
+            "unlearn", "run", "--forget-images", str(forget), "--concept", "red blob", "--out",
+            str(tmp_path / "r"), "--no-progress", "--max-evals", "2", "--n-retain", "24",
         ]
     )
     summary = _last_json(capsys)

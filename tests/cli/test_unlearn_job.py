@@ -24,8 +24,7 @@ def test_existing_output_refused_unless_overwrite(tmp_path):
 @pytest.mark.parametrize("kwargs,message", [
     ({"clip_dir": "c", "forget": "7"}, "need the tiny world's CLIP"),
     ({"clip_dir": "c", "forget_images": "f", "concept": "x"}, "give retain images"),
-    ({"forget": "7", "dtype": "int8"}, "dtype"),
-    ({}, "exactly one"),
+    ({"forget": "7", "dtype": "int8"}, "dtype"), ({}, "exactly one"),
     ({"forget": "7", "search": "generation", "tower": "both"}, "needs a tiny-world concept"),
     ({"forget_images": "f", "concept": "x", "search": "generation"}, "needs a tiny-world concept"),
     ({"forget": "7", "search": "judges"}, "search: expected"),

@@ -46,15 +46,7 @@ def cache_root() -> Path:
 
 def _download_wheel(dist: str, version: str, dest: Path) -> Path:
     cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--no-input",
-        "-q",
-        f"{dist}=={version}",
-        "-d",
+        sys.executable, "-m", "pip", "download", "--no-deps", "--no-input", "-q", f"{dist}=={version}", "-d",
         str(dest),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -143,29 +135,17 @@ class Graph:
     def ksample(self, model: Ref, seed: int = 0, steps: int = 3, cfg: float = 3.0, sampler: str = "euler",
                 scheduler: str = "normal", latent: Ref | None = None, context_dim: int = 32) -> Ref:
         return self.node(
-            "KSampler",
-            model=model,
-            seed=seed,
-            steps=steps,
-            cfg=cfg,
-            sampler_name=sampler,
-            scheduler=scheduler,
-            positive=self.conditioning(1, context_dim),
-            negative=self.conditioning(2, context_dim),
-            latent_image=latent or self.empty_latent(),
+            "KSampler", model=model, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler,
+            scheduler=scheduler, positive=self.conditioning(1, context_dim),
+            negative=self.conditioning(2, context_dim), latent_image=latent or self.empty_latent(),
             denoise=1.0,
         )
 
     def custom_sample(self, model: Ref, seed: int = 0, steps: int = 3, cfg: float = 3.0,
                       sampler: str = "euler_ancestral", scheduler: str = "karras") -> Ref:
         return self.node(
-            "SamplerCustom",
-            model=model,
-            add_noise=True,
-            noise_seed=seed,
-            cfg=cfg,
-            positive=self.conditioning(1),
-            negative=self.conditioning(2),
+            "SamplerCustom", model=model, add_noise=True, noise_seed=seed, cfg=cfg,
+            positive=self.conditioning(1), negative=self.conditioning(2),
             sampler=self.node("KSamplerSelect", sampler_name=sampler),
             sigmas=self.node("BasicScheduler", model=model, scheduler=scheduler, steps=steps, denoise=1.0),
             latent_image=self.empty_latent(),

@@ -128,18 +128,8 @@ def test_ui_workflow_converts_widgets_links_reroutes_and_primitives():
         "UKTestSaveLatent": {"required": {"samples": ("LATENT",), "key": ("STRING", {})}},
     }
     prompt = to_api_prompt(WORKFLOW, specs.__getitem__)
-    assert sorted(prompt, key=int) == [
-        "1",
-        "2",
-        "3",
-        "4",
-        "6",
-        "7",
-        "8",
-        "9",
-        "10",
-        "11",
-    ]  # no note, reroute, muted
+    # no note, reroute, muted
+    assert sorted(prompt, key=int) == ["1", "2", "3", "4", "6", "7", "8", "9", "10", "11"]
     assert prompt["1"]["inputs"] == {"seed": 1, "context_dim": 32, "model_channels": 32, "in_channels": 4,
                                      "prediction": "eps", "label": ""}
     assert prompt["4"]["inputs"] == {"model": ["2", 0], "name": "b", "weight": 0.6, "shards": ["3", 0]}

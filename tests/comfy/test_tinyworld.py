@@ -23,17 +23,9 @@ def digit_graph(unet: str) -> dict:
     world = g.node("UnlearnKitLoadTinyWorld", unet=unet)
     model, clip, vae = world, world.out(1), world.out(2)
     latent = g.node(
-        "KSampler",
-        model=model,
-        seed=1,
-        steps=20,
-        cfg=4.0,
-        sampler_name="euler",
-        scheduler="normal",
-        positive=text(g, clip, f"a handwritten digit {PROMPT_DIGIT}"),
-        negative=text(g, clip, ""),
-        latent_image=g.node("EmptyLatentImage", width=64, height=64, batch_size=4),
-        denoise=1.0,
+        "KSampler", model=model, seed=1, steps=20, cfg=4.0, sampler_name="euler", scheduler="normal",
+        positive=text(g, clip, f"a handwritten digit {PROMPT_DIGIT}"), negative=text(g, clip, ""),
+        latent_image=g.node("EmptyLatentImage", width=64, height=64, batch_size=4), denoise=1.0,
     )
     g.save_latent(latent, "latent")
     g.node("UKTestSaveImage", images=g.node("VAEDecode", samples=latent, vae=vae), key="image")

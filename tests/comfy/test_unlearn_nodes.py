@@ -50,13 +50,8 @@ def tiny_world_encoder(root: Path) -> tuple[Path, Path]:
     text = {
         k: getattr(encoder.config, k)
         for k in (
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "max_position_embeddings",
-            "vocab_size",
-            "hidden_act",
+            "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "max_position_embeddings", "vocab_size", "hidden_act",
         )
     }
     (root / "tiny_te.json").write_text(json.dumps(hf_text_config(text)))
@@ -133,15 +128,11 @@ def hf_tower_graph(world: dict, retain_captions: str) -> dict:
     g = Graph()
     clip = g.node("UKTestClipFromFile", weights=str(weights), config=str(config), precision="fp32")
     slug = g.node(
-        "UnlearnKitSlugUnlearn",
-        clip=clip,
-        concept="bold style",
-        image_tower="tiny_clip/model.safetensors",
+        "UnlearnKitSlugUnlearn", clip=clip, concept="bold style", image_tower="tiny_clip/model.safetensors",
         filename_prefix="test/bold",
         forget_images=g.node("UnlearnKitTinyWorldImages", source="style/bold", count=8, seed=0),
         retain_images=g.node("UnlearnKitTinyWorldImages", source="style/slanted", count=4, seed=0),
-        retain_captions=retain_captions,
-        forget_captions="a handwritten digit in bold style",
+        retain_captions=retain_captions, forget_captions="a handwritten digit in bold style",
     )
     g.node("UKTestSaveValue", key="outputs", text=slug.out(1))
     g.node("UKTestEncode", clip=slug, text=PROMPT, key="slug_concept")

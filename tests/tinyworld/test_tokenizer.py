@@ -8,15 +8,9 @@ from unlearnkit.tinyworld.tokenizer import clip_tokenizer, tokenize
 PROMPTS = [
     "a photo of an astronaut riding a horse on mars",
     "masterpiece, best quality, 1girl, (detailed eyes:1.2), looking at viewer",
-    "Van Gogh style painting of a church!!",
-    "a garbage truck, parachute, tench",
-    "nude",
-    "!!",
-    "UPPER case and MiXeD",
-    "numbers 123 4567 89",
-    "emoji 🐶 and accents café naïve",
-    "   spaces   everywhere  ",
-    "a very long prompt " * 20,
+    "Van Gogh style painting of a church!!", "a garbage truck, parachute, tench", "nude", "!!",
+    "UPPER case and MiXeD", "numbers 123 4567 89", "emoji 🐶 and accents café naïve",
+    "   spaces   everywhere  ", "a very long prompt " * 20,
 ]
 
 

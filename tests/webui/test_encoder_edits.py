@@ -14,15 +14,8 @@ from unlearnkit.webui.encoder_edits import EncoderEdits, encoder_parameters, str
 def clip(seed, width=16):
     torch.manual_seed(seed)
     config = CLIPTextConfig(
-        vocab_size=100,
-        hidden_size=width,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=8,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
+        vocab_size=100, hidden_size=width, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=8, bos_token_id=1, eos_token_id=2, pad_token_id=0,
     )
     return CLIPTextModel(config).eval()
 

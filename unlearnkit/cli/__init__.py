@@ -17,12 +17,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
 # (module relative to this package, attribute) of every subcommand's add_parser
 SUBCOMMANDS: tuple[str, ...] = (
-    ".demo",
-    ".compose",
-    ".erase",
-    ".tinyworld",
-    ".unlearn",
-    ".install_webui",
+    ".demo", ".compose", ".erase", ".tinyworld", ".unlearn", ".install_webui",
 )
 
 

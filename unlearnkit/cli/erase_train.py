@@ -61,24 +61,12 @@ def run_train(args: argparse.Namespace) -> int:
     out = check_output(args.out)
     config = EraseConfig(
         concept=_prompts(args.concept, args.concept_file, "concept"),
-        retain=_prompts(args.retain, args.retain_file, "retain"),
-        attack=args.attack,
-        iterations=args.iterations,
-        warmup=args.warmup,
-        lr=args.lr,
-        eta=args.eta,
-        retain_weight=args.retain_weight,
-        retain_batch=args.retain_batch,
-        layers=args.layers,
-        attack_steps=args.attack_steps,
-        attack_lr=args.attack_lr,
-        attack_tokens=args.attack_tokens,
-        attack_every=args.attack_every,
-        sampler_steps=args.sampler_steps,
-        guidance=args.guidance,
-        bank_size=args.bank_size,
-        retain_empty=not args.no_retain_empty,
-        seed=args.seed,
+        retain=_prompts(args.retain, args.retain_file, "retain"), attack=args.attack,
+        iterations=args.iterations, warmup=args.warmup, lr=args.lr, eta=args.eta,
+        retain_weight=args.retain_weight, retain_batch=args.retain_batch, layers=args.layers,
+        attack_steps=args.attack_steps, attack_lr=args.attack_lr, attack_tokens=args.attack_tokens,
+        attack_every=args.attack_every, sampler_steps=args.sampler_steps, guidance=args.guidance,
+        bank_size=args.bank_size, retain_empty=not args.no_retain_empty, seed=args.seed,
     )
     runtime = make_runtime(cpu=args.cpu)
     comps = components(args.pipeline, args.unet, args.text_encoder)

@@ -41,11 +41,7 @@ def run_eval(args: argparse.Namespace) -> int:
             f"--shard-sets: unknown {bad}; expected a comma list of {store.SHARD_SETS} or 'none'"
         )
     res = evaluate(
-        k=args.samples,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed,
-        shard_sets=shard_sets,
+        k=args.samples, steps=args.steps, guidance=args.guidance, seed=args.seed, shard_sets=shard_sets,
         weights_dir=Path(args.weights_dir) if args.weights_dir else store.WEIGHTS_DIR,
     )
     if not args.json:

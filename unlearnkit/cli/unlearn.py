@@ -37,26 +37,12 @@ def _run(args: argparse.Namespace) -> int:
 
     _threads(args.threads)
     options = JobOptions(
-        out=args.out,
-        forget=args.forget,
-        forget_images=args.forget_images,
-        concept=args.concept,
-        retain_images=args.retain_images,
-        clip_dir=args.clip_dir,
-        tower=args.tower,
-        layer=args.layer,
-        exclude_last_blocks=args.exclude_last_blocks,
-        max_layers=args.max_layers,
-        retain_drop=args.retain_drop,
-        max_evals=args.max_evals,
-        n_forget=args.n_forget,
-        n_retain=args.n_retain,
-        dtype=args.dtype,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-        search=args.search,
-        unet=args.unet,
+        out=args.out, forget=args.forget, forget_images=args.forget_images, concept=args.concept,
+        retain_images=args.retain_images, clip_dir=args.clip_dir, tower=args.tower, layer=args.layer,
+        exclude_last_blocks=args.exclude_last_blocks, max_layers=args.max_layers,
+        retain_drop=args.retain_drop, max_evals=args.max_evals, n_forget=args.n_forget,
+        n_retain=args.n_retain, dtype=args.dtype, seed=args.seed, overwrite=args.overwrite,
+        progress=not args.no_progress, search=args.search, unet=args.unet,
     )
     summary = run_job(options)
     m = summary["metrics"]

@@ -9,18 +9,7 @@ from .prompt_attack import PromptAttackConfig, prompt_attack
 from .soft_attack import SoftAttackConfig, soft_prompt_attack
 
 __all__ = [
-    "AttackSpec",
-    "Components",
-    "Detector",
-    "Scorer",
-    "EraseConfig",
-    "PromptAttackConfig",
-    "SoftAttackConfig",
-    "TrainResult",
-    "attack_report",
-    "load_components",
-    "prepare_components",
-    "prompt_attack",
-    "soft_prompt_attack",
-    "train_erased_encoder",
+    "AttackSpec", "Components", "Detector", "Scorer", "EraseConfig", "PromptAttackConfig", "SoftAttackConfig",
+    "TrainResult", "attack_report", "load_components", "prepare_components", "prompt_attack",
+    "soft_prompt_attack", "train_erased_encoder",
 ]

@@ -239,12 +239,8 @@ def train_erased_encoder(comps: Components, config: EraseConfig, checkpoint_dir:
     attack_cfg = config.soft_attack()
     encoder.train()
     bar = tqdm(
-        range(first, config.iterations),
-        desc=f"erase ({config.attack})",
-        initial=first,
-        total=config.iterations,
-        disable=not (progress and runtime.is_main),
-        mininterval=2.0,
+        range(first, config.iterations), desc=f"erase ({config.attack})", initial=first,
+        total=config.iterations, disable=not (progress and runtime.is_main), mininterval=2.0,
     )
     for step in bar:
         gen = checkpoints.step_generator(config.seed, step, runtime.rank)

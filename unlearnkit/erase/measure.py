@@ -69,11 +69,7 @@ class AttackReport:
 
 @torch.no_grad()
 def generate_latents(
-    encoder,
-    denoiser: Denoiser,
-    ids: torch.Tensor,
-    seeds: Sequence[int],
-    delta: torch.Tensor | None = None,
+    encoder, denoiser: Denoiser, ids: torch.Tensor, seeds: Sequence[int], delta: torch.Tensor | None = None,
     uncond_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Final DDIM latents (B, C, H, W) for prompt ids (B, L), one seed per row, δ optionally prepended."""

@@ -68,14 +68,8 @@ def eval_loss(encoder, denoiser: Denoiser, batches: list[AttackBatch], prefix: t
 
 
 def prompt_attack(
-    encoder: torch.nn.Module,
-    denoiser: Denoiser,
-    draw: Draw,
-    tokenizer,
-    config: PromptAttackConfig,
-    gen: torch.Generator,
-    judge: Judge | None = None,
-    base_ids: torch.Tensor | None = None,
+    encoder: torch.nn.Module, denoiser: Denoiser, draw: Draw, tokenizer, config: PromptAttackConfig,
+    gen: torch.Generator, judge: Judge | None = None, base_ids: torch.Tensor | None = None,
 ) -> PromptAttackResult:
     """Search K prefix tokens minimising the attack loss; ``base_ids`` (1, L) is the prompt the judge sees."""
     table = token_embedding(encoder).weight.detach()

@@ -19,18 +19,7 @@ from .loading import (
 )
 
 __all__ = [
-    "OUTPUT_LAYOUTS",
-    "Layout",
-    "TextEncoderDims",
-    "TextEncoderInfo",
-    "build_text_encoder",
-    "convert_text_encoder",
-    "detect_layout",
-    "from_hf",
-    "infer_dims",
-    "load_text_encoder_state",
-    "prepare_state",
-    "swap_text_encoder",
-    "target_dims",
-    "to_hf",
+    "OUTPUT_LAYOUTS", "Layout", "TextEncoderDims", "TextEncoderInfo", "build_text_encoder",
+    "convert_text_encoder", "detect_layout", "from_hf", "infer_dims", "load_text_encoder_state",
+    "prepare_state", "swap_text_encoder", "target_dims", "to_hf",
 ]

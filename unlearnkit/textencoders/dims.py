@@ -43,10 +43,8 @@ class TextEncoderDims:
         cfg = config if isinstance(config, Mapping) else config.to_dict()
         cfg = cfg.get("text_config") or cfg
         return cls(
-            hidden_size=int(cfg["hidden_size"]),
-            num_layers=int(cfg["num_hidden_layers"]),
-            vocab_size=int(cfg["vocab_size"]),
-            max_positions=int(cfg["max_position_embeddings"]),
+            hidden_size=int(cfg["hidden_size"]), num_layers=int(cfg["num_hidden_layers"]),
+            vocab_size=int(cfg["vocab_size"]), max_positions=int(cfg["max_position_embeddings"]),
             intermediate_size=int(cfg["intermediate_size"]),
             num_heads=int(cfg["num_attention_heads"]) if cfg.get("num_attention_heads") else None,
             hidden_act=cfg.get("hidden_act"),

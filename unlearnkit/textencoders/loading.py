@@ -255,12 +255,8 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def convert_text_encoder(
-    source: PathLike,
-    out: PathLike,
-    overwrite: bool = False,
-    prefix: str | None = None,
-    dtype: str | None = None,
-    layout: str = "hf",
+    source: PathLike, out: PathLike, overwrite: bool = False, prefix: str | None = None,
+    dtype: str | None = None, layout: str = "hf",
 ) -> tuple[Path, TextEncoderInfo]:
     """Write ``source`` as one safetensors file (``layout`` keys, default HF) with provenance metadata."""
     out = Path(out)

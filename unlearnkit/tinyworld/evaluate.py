@@ -78,30 +78,11 @@ def evaluate(k: int = 20, steps: int = 20, guidance: float = 6.0, seed: int = 0,
         recon = vae.decode(vae.encode(held.images).latent_dist.mean).sample.clamp(-1, 1)
     res["vae_psnr_db"] = round(float(10 * torch.log10(4 / (recon - held.images).pow(2).mean())), 2)
     log.info("judges and CLIP: %s", res)
-    res.update(
-        generator_scores(
-            store.load_unet("paragon", weights_dir),
-            text_encoder,
-            vae,
-            judges,
-            held.images,
-            k,
-            steps,
-            guidance,
-            seed,
-        )
-    )
+    paragon = store.load_unet("paragon", weights_dir)
+    res.update(generator_scores(paragon, text_encoder, vae, judges, held.images, k, steps, guidance, seed))
     res["base"] = generator_scores(
-        store.load_unet("base", weights_dir),
-        text_encoder,
-        vae,
-        judges,
-        world.rendered(world.held_out, "plain").images,
-        k,
-        steps,
-        guidance,
-        seed,
-        styles=("plain",),
+        store.load_unet("base", weights_dir), text_encoder, vae, judges,
+        world.rendered(world.held_out, "plain").images, k, steps, guidance, seed, styles=("plain",),
     )
     for shard_set in shard_sets:
         shards = store.load_shards(shard_set, weights_dir)

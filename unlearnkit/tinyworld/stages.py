@@ -82,16 +82,8 @@ def fine_tune(name: str, data, steps: int, lr: float, seed: int, weights_dir: Pa
     torch.manual_seed(stage_seed(seed, name))
     unet = build_unet() if name == "base" else store.load_unet("base", weights_dir)
     train_unet(
-        unet,
-        latents_of(vae, data.images),
-        data,
-        text_states,
-        steps,
-        stage_seed(seed, name),
-        f"unet/{name}",
-        batch=batch,
-        lr=lr,
-        p_style=0.5 if name == "base" else 0.8,
+        unet, latents_of(vae, data.images), data, text_states, steps, stage_seed(seed, name), f"unet/{name}",
+        batch=batch, lr=lr, p_style=0.5 if name == "base" else 0.8,
     )
     store.save_weights(unet, path)
     if name == "base":  # shards and paragon are built from the base's config
@@ -135,15 +127,8 @@ def run_stage(stage: str, steps: Steps, seed: int, weights_dir: Path, force: boo
         else:
             for shard in shard_names(stage):
                 fine_tune(
-                    f"{stage}/{shard}",
-                    world.shard_source(stage, shard),
-                    getattr(steps, stage),
-                    steps.shard_lr,
-                    seed,
-                    weights_dir,
-                    inputs,
-                    force,
-                    batch=steps.shard_batch,
+                    f"{stage}/{shard}", world.shard_source(stage, shard), getattr(steps, stage),
+                    steps.shard_lr, seed, weights_dir, inputs, force, batch=steps.shard_batch,
                 )
 
 

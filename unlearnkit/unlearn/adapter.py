@@ -238,14 +238,10 @@ class EncoderPair(ClipAdapter):
     """
 
     def __init__(
-        self,
-        model: nn.Module,
-        encode_image: Callable[[torch.Tensor], torch.Tensor],
+        self, model: nn.Module, encode_image: Callable[[torch.Tensor], torch.Tensor],
         encode_text: Callable[[torch.Tensor], torch.Tensor],
-        tokenize: Callable[[Sequence[str]], torch.Tensor],
-        image_size: tuple[int, int],
-        image_prefixes: tuple[str, ...] = (),
-        logit_scale: Callable[[], torch.Tensor] | float = 100.0,
+        tokenize: Callable[[Sequence[str]], torch.Tensor], image_size: tuple[int, int],
+        image_prefixes: tuple[str, ...] = (), logit_scale: Callable[[], torch.Tensor] | float = 100.0,
         tower: str = "both",
     ) -> None:
         super().__init__(model, tower)

@@ -121,13 +121,8 @@ def _measure(encoders: Encoders, metrics: Metrics) -> tuple[float, float]:
 
 
 def _train(
-    encoders: Encoders,
-    forget_p: list,
-    retain_p: list | None,
-    retain_weight: float,
-    params: list[torch.nn.Parameter],
-    metrics: Metrics,
-    config: GradientAscentConfig,
+    encoders: Encoders, forget_p: list, retain_p: list | None, retain_weight: float,
+    params: list[torch.nn.Parameter], metrics: Metrics, config: GradientAscentConfig,
 ) -> BaselineResult:
     done = config.forget_target + config.forget_tolerance
     baseline = _measure(encoders, metrics)
@@ -154,13 +149,8 @@ def _train(
             bar.set_postfix(forget=f"{f:.3g}", retain=f"{r:.3g}")
     encoders.model.eval()
     logger.info(
-        "%s: %d steps, forget %.4g -> %.4g, retain %.4g -> %.4g (%s)",
-        "GA" if retain_p is None else "GA+FT",
-        result.steps,
-        baseline[0],
-        result.forget_metric,
-        baseline[1],
-        result.retain_metric,
+        "%s: %d steps, forget %.4g -> %.4g, retain %.4g -> %.4g (%s)", "GA" if retain_p is None else "GA+FT",
+        result.steps, baseline[0], result.forget_metric, baseline[1], result.retain_metric,
         "reached the forget level" if result.reached else "did not reach the forget level",
     )
     return result

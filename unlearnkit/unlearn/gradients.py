@@ -82,11 +82,7 @@ def _pair_features(
 
 
 def _average_grads(
-    encoders: Encoders,
-    batches: Iterable[Batch],
-    names: list[str],
-    params: list[nn.Parameter],
-    kind: str,
+    encoders: Encoders, batches: Iterable[Batch], names: list[str], params: list[nn.Parameter], kind: str,
     progress: bool,
 ) -> tuple[dict[str, torch.Tensor], float]:
     sums = [torch.zeros_like(p, dtype=torch.float32) for p in params]

@@ -121,11 +121,7 @@ def pick_search(
 
 
 def _search_layers(
-    encoders: Encoders,
-    order: list[str],
-    grads: LayerGradients,
-    layers: dict,
-    metrics: Metrics,
+    encoders: Encoders, order: list[str], grads: LayerGradients, layers: dict, metrics: Metrics,
     config: SlugConfig,
 ) -> list[tuple[str, StepSearchResult]]:
     tried: list[tuple[str, StepSearchResult]] = []
@@ -150,12 +146,8 @@ def _search_layers(
 
 
 def run_slug(
-    encoders: Encoders,
-    forget: Iterable[Batch],
-    retain: Iterable[Batch],
-    config: SlugConfig | None = None,
-    metrics: Metrics | None = None,
-    keep_gradients: bool = False,
+    encoders: Encoders, forget: Iterable[Batch], retain: Iterable[Batch], config: SlugConfig | None = None,
+    metrics: Metrics | None = None, keep_gradients: bool = False,
 ) -> SlugResult:
     """Single Layer Unlearning Gradient: one gradient pass, one layer, one step (model left unchanged).
 
@@ -181,11 +173,7 @@ def run_slug(
     with stepped_layer(encoders.model, layer, grad, search.step):
         after = forget_similarity(encoders, forget_p)
     logger.info(
-        "SLUG %s step %.4g: forget similarity %.4f -> %.4f, search %s",
-        layer,
-        search.step,
-        before,
-        after,
+        "SLUG %s step %.4g: forget similarity %.4f -> %.4f, search %s", layer, search.step, before, after,
         "succeeded" if search.success else f"failed ({search.reason})",
     )
     return SlugResult(scores, layer, grad, search, before, after, grads if keep_gradients else None, tried)

@@ -121,12 +121,8 @@ def _search(
         history.append((step, f, r))
         forgotten, holds = f <= done, r >= floor
         logger.info(
-            "SLUG step %.4g: forget %.4g, retain %.4g (%s, %s)",
-            step,
-            f,
-            r,
-            "forgotten" if forgotten else "recognised",
-            "utility holds" if holds else "utility dropped",
+            "SLUG step %.4g: forget %.4g, retain %.4g (%s, %s)", step, f, r,
+            "forgotten" if forgotten else "recognised", "utility holds" if holds else "utility dropped",
         )
         if forgotten and holds:
             return StepSearchResult(step, f, r, True, "forgotten with utility kept", baseline, history)
