@@ -28,7 +28,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync"]
 PROBE = (Path(__file__).resolve().parent / "frontend_probe.js").read_text()
 DISPLAY_TYPES = ("PreviewAny", "PreviewImage", "SaveImage", "ImageScaleBy", "ImageUpscaleWithModel", "Note",
-                 "MarkdownNote", "PrimitiveStringMultiline")
+                 "MarkdownNote", "PrimitiveStringMultiline", "UnlearnKitShowText")
 
 
 def probe(page, name: str, *args):
@@ -76,7 +76,7 @@ def undisplayed_outputs(workflow: dict) -> list[str]:
     types = {n["id"]: n["type"] for n in workflow["nodes"]}
     out = []
     for n in workflow["nodes"]:
-        if not n["type"].startswith("UnlearnKit"):
+        if not n["type"].startswith("UnlearnKit") or n["type"] == "UnlearnKitShowText":
             continue
         for o in n.get("outputs", []):
             shown = [types[link[3]] for link in workflow["links"] if link[1] == n["id"] and link[2] ==

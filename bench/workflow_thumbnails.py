@@ -2,7 +2,7 @@
 
 ComfyUI 0.3.75 serves a pack's example workflows and the frontend (1.32.9) shows ``NAME.jpg`` as the card's
 picture (a placeholder when it is missing). Each card here is a panel of the demo report that shows what the
-workflow makes (``python -m unlearnkit demo`` first), on the frontend's dark background, square:
+workflow makes (``python -m unlearnkit demo`` first), square:
 
     python bench/workflow_thumbnails.py --report unlearnkit-out/demo [--overwrite]
 
@@ -19,31 +19,30 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 512
-BACKGROUND = (32, 32, 32)
-PANELS = (  # (words in the workflow's name, report panel)
-    (("slider",), "compose_slider.png"),
-    (("gate", "attribution"), "compose_attribution.png"),
-    (("forget",), "compose_forget.png"),
-    (("slug",), "unlearn_before_after.png"),
-    (("erase", "advunlearn", "encoder"), "erase_prompts.png"),
+PANELS = (  # (words in the workflow's name, report panel, horizontal crop anchor: 0 left .. 1 right)
+    (("slider",), "compose_slider.png", 0.5),
+    (("gate", "attribution"), "compose_gated.png", 1.0),  # row labels are on the left: keep the pictures
+    (("forget",), "compose_forget.png", 1.0),
+    (("slug",), "unlearn_before_after.png", 0.5),
+    (("erase", "advunlearn", "encoder"), "erase_prompts.png", 1.0),
 )
 
 
-def panel_for(name: str) -> str | None:
+def panel_for(name: str) -> tuple[str, float] | None:
     lowered = name.lower()
-    return next((panel for words, panel in PANELS if any(w in lowered for w in words)), None)
+    hits = ((panel, anchor) for words, panel, anchor in PANELS if any(w in lowered for w in words))
+    return next(hits, None)
 
 
-def card(panel: Image.Image, size: int = SIZE, margin: int = 16) -> Image.Image:
-    """The panel fitted into a square on a dark card (pixel art enlarged nearest-neighbour)."""
-    box = size - 2 * margin
-    scale = min(box / panel.width, box / panel.height)
+def card(panel: Image.Image, size: int = SIZE, anchor: float = 0.5) -> Image.Image:
+    """The panel scaled to cover a square card, cropped at its centre (pixel art enlarged nearest-neighbour):
+    the card shows the pictures large rather than the whole panel small."""
+    scale = max(size / panel.width, size / panel.height)
     method = Image.NEAREST if scale >= 1 else Image.LANCZOS
-    width, height = max(1, round(panel.width * scale)), max(1, round(panel.height * scale))
-    fitted = panel.convert("RGB").resize((width, height), method)
-    out = Image.new("RGB", (size, size), BACKGROUND)
-    out.paste(fitted, ((size - fitted.width) // 2, (size - fitted.height) // 2))
-    return out
+    width, height = max(size, round(panel.width * scale)), max(size, round(panel.height * scale))
+    covered = panel.convert("RGB").resize((width, height), method)
+    left, top = round((width - size) * anchor), (height - size) // 2
+    return covered.crop((left, top, left + size, top + size))
 
 
 def main() -> int:
@@ -55,14 +54,14 @@ def main() -> int:
     made, missing = {}, []
     for workflow in sorted(Path(args.workflows).glob("*.json")):
         target = workflow.with_suffix(".jpg")
-        panel = panel_for(workflow.stem)
-        if panel is None or not (Path(args.report) / panel).is_file():
+        found = panel_for(workflow.stem)
+        if found is None or not (Path(args.report) / found[0]).is_file():
             missing.append(workflow.name)
             continue
         if target.exists() and not args.overwrite:
             continue
-        card(Image.open(Path(args.report) / panel)).save(target, "JPEG", quality=88)
-        made[workflow.name] = panel
+        card(Image.open(Path(args.report) / found[0]), anchor=found[1]).save(target, "JPEG", quality=88)
+        made[workflow.name] = found[0]
     print(json.dumps({"made": made, "no_panel": missing}))
     return 1 if missing else 0
 
