@@ -1,0 +1,293 @@
+"""The real AUTOMATIC1111 v1.10.1 (offline, CPU, API mode) with the UnlearnKit extension, end to end.
+
+A copy of the webui (``a1111_host``: its venv, its repositories) gets the extension the way a user installs
+it (``install-webui``, then its install.py as the webui runs it, which must not change the webui's
+packages), the tiny world exported with ``tinyworld export --webui`` (checkpoint + .yaml + local
+text-encoder folder), and the panel's files made by the project's own commands (a gate, an erased text
+encoder, a SLUG patch); then everything goes over HTTP. Each image is compared with what the core computes
+for the same request (``a1111_reference``: the webui's Euler sampler, noise and CFG re-done with the tiny
+world's diffusers models and the core's Composer) and judged by the tiny world's digit judge. The server is
+stopped by its process id in a ``finally``.
+"""
+from __future__ import annotations
+
+import base64
+import io as _io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import a1111_host as host
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(not host.available(), reason=f"no AUTOMATIC1111 source at {host.WEBUI_SRC}")
+
+PROMPT, SEED, STEPS, CFG = "a handwritten digit 7", 1, 20, 6.0
+CHECKPOINTS = {"paragon": "paragon", "bold": "style/bold", "slanted": "style/slanted"}  # file stem -> UNet
+MIX = (("bold.safetensors", 0.5), ("slanted.safetensors", 0.5))
+TIMES: dict[str, float] = {}
+
+
+def lap(what: str, t0: float) -> None:
+    TIMES[what] = round(time.monotonic() - t0, 1)
+
+
+@pytest.fixture(scope="session")
+def webui(tmp_path_factory) -> dict:
+    """The webui copy, extension installed as a user would, tiny world exported; its venv's python."""
+    from unlearnkit.cli import install_webui
+    from unlearnkit.tinyworld.webui_export import export_for_webui
+
+    t0 = time.monotonic()
+    python = host.start_venv().result()
+    lap("venv (wait)", t0)
+    root = tmp_path_factory.mktemp("a1111")
+    folder = root / "webui"
+    repositories = host.copy_webui(folder)
+    probe = Path(__file__).with_name("a1111_probe_extension")  # test-only: runs the webui's "Send to" wiring
+    shutil.copytree(probe, folder / "extensions" / "unlearnkit-probe")
+    extension = install_webui.install(folder)  # what `python -m unlearnkit install-webui WEBUI` does
+    before = host.pip_freeze(python)
+    installer = host.run_extension_installer(folder, python, extension)
+    assert installer.returncode == 0, installer.stdout + installer.stderr
+    assert host.pip_freeze(python) == before, "the extension's install.py changed the webui's packages"
+    models = folder / "models" / "Stable-diffusion"
+    for stem, unet in CHECKPOINTS.items():
+        export_for_webui(models / f"{stem}.safetensors", unet=unet)
+    (folder / "config.json").write_text(json.dumps({"live_previews_enable": False}))  # else it fetches a VAE
+    lap("copy, install, export", t0)
+    return {"dir": folder, "python": python, "root": root, "repositories": repositories}
+
+
+@pytest.fixture(scope="session")
+def server(webui):
+    t0 = time.monotonic()
+    server = host.Server(webui["dir"], webui["python"], "models/Stable-diffusion/paragon.safetensors",
+                         webui["root"] / "server.log")
+    try:
+        TIMES["server start"] = round(server.wait_up(), 1)
+        t1 = time.monotonic()
+        made = host.start_panel_files().result()
+        lap("panel files (wait)", t1)
+        for rel in host.PANEL_FILES:
+            shutil.copy(made / rel, webui["dir"] / "models" / "UnlearnKit" / rel)
+        yield server
+    finally:
+        server.stop()
+        TIMES["total"] = round(time.monotonic() - t0, 1)
+        print(f"\nA1111 ({webui['repositories']}) times, s:", json.dumps(TIMES))
+
+
+# ---- requests ------------------------------------------------------------------------------------
+def panel_args(shards=(), **settings) -> tuple[list, object]:
+    """The panel's control values (alwayson_scripts args) and the settings they stand for."""
+    from unlearnkit.webui import settings as panel
+
+    chosen = panel.PanelSettings(enabled=True, shards=tuple(shards), **settings)
+    return panel.to_controls(chosen), chosen
+
+
+def generate(server, args=None, path="/sdapi/v1/txt2img", **body) -> dict:
+    request = {"prompt": PROMPT, "negative_prompt": "", "steps": STEPS, "width": 64, "height": 64,
+               "seed": SEED, "cfg_scale": CFG, "sampler_name": "Euler", "scheduler": "Automatic", **body}
+    if args is not None:
+        request["alwayson_scripts"] = {"unlearnkit": {"args": args}}
+    t0 = time.monotonic()
+    code, out = server.post(path, request)
+    lap(f"{path.rsplit('/', 1)[-1]} {len(TIMES)}", t0)
+    assert code == 200, out
+    return out
+
+
+def pixels(b64: str) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(_io.BytesIO(base64.b64decode(b64))).convert("RGB"))
+
+
+def infotext(out: dict) -> str:
+    return json.loads(out["info"])["infotexts"][0]
+
+
+# ---- the core's side -----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def core() -> dict:
+    from unlearnkit.tinyworld import store
+
+    unets = {f"{stem}.safetensors": store.load_unet(unet).float() for stem, unet in CHECKPOINTS.items()}
+    return {"te": store.load_text_encoder().float(), "vae": store.load_vae().float(), "unets": unets,
+            "judge": store.load_judge("digit")}
+
+
+def reference(core, shards=("paragon.safetensors",), gate=None, te=None) -> np.ndarray:
+    import a1111_reference
+
+    return a1111_reference.txt2img([core["unets"][s] for s in shards], list(shards), gate, te or core["te"],
+                                   core["vae"], PROMPT, SEED, STEPS, CFG)
+
+
+def judged(core, image: np.ndarray) -> int:
+    import torch
+
+    from unlearnkit.tinyworld.judges import predict
+
+    x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return int(predict(core["judge"], x)[0])
+
+
+def assert_close(webui_image: np.ndarray, core_image: np.ndarray, what: str, max_diff: int = 3) -> None:
+    """Equal up to float rounding (a few of 255 levels), on 16x16 images (64x64 asked, VAE factor 2)."""
+    diff = np.abs(webui_image.astype(int) - core_image.astype(int))
+    assert webui_image.shape == core_image.shape == (16, 16, 3), what
+    assert diff.max() <= max_diff and diff.mean() <= 0.25, f"{what}: webui vs core max {diff.max()}, " \
+                                                           f"mean {diff.mean():.3f}"
+
+
+def differs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(int) - b.astype(int)).mean())
+
+
+# ---- the checks ----------------------------------------------------------------------------------
+def test_extension_loads_without_breaking_other_scripts(server):
+    scripts = server.get("/sdapi/v1/scripts")
+    assert "unlearnkit" in scripts["txt2img"] and "unlearnkit" in scripts["img2img"]
+    # another extension's script by name: it failed with HTTP 422 "Script 'prompt matrix' not found" while the
+    # panel's module bound the base Script class (the webui registered it, and its title() raised)
+    generate(server, script_name="prompt matrix", script_args=[False, False, "positive", "comma", 0], steps=2)
+    log = server.log.read_text()
+    for bad in ("NotImplementedError", "Error calling", "Error running", "forge_objects"):
+        assert bad not in log, f"{bad!r} in the webui's log:\n{log[-3000:]}"
+
+
+def test_plain_txt2img_equals_the_core(server, core):
+    out = generate(server)
+    image = pixels(out["images"][0])
+    assert len(out["images"]) == 1 and "UnlearnKit" not in infotext(out)
+    assert_close(image, reference(core), "plain txt2img")
+    assert judged(core, image) == 7
+
+
+def test_static_mix_of_fp16_shards_equals_the_core_mixture(server, core):
+    from unlearnkit.compose.gates import StaticGate
+    from unlearnkit.io import file_sha256
+
+    args, _ = panel_args(MIX)
+    out = generate(server, args)  # the exported shards are fp16: torch 2.1.2 has no fp16 CPU aminmax
+    image = pixels(out["images"][0])
+    names = [n for n, _ in MIX]
+    assert_close(image, reference(core, names, StaticGate(names, [w for _, w in MIX])), "static 2-shard mix")
+    for shard in names:  # a mixture, not one shard
+        assert differs(image, reference(core, (shard,))) > 5, shard
+    assert judged(core, image) == 7
+    plot = pixels(out["images"][1])  # the attribution plot
+    assert plot.shape[0] > 100 and plot.shape[1] > 200
+    text = infotext(out)
+    folder = server.webui / "models" / "Stable-diffusion"
+    for slot, (name, weight) in enumerate(MIX, start=1):
+        assert f"UnlearnKit shard {slot}: {name}" in text and f"UnlearnKit weight {slot}: {weight:g}" in text
+        assert f"UnlearnKit shard hash {slot}: {file_sha256(folder / name)[:10]}" in text
+    assert "UnlearnKit gate: static" in text
+
+
+def test_the_shard_hash_of_an_export_is_the_same_every_time(server, tmp_path):
+    """The infotext's shard hash names the weights: exporting the same shard again gives the same file."""
+    from unlearnkit.io import file_sha256
+    from unlearnkit.tinyworld.webui_export import export_for_webui
+
+    again = export_for_webui(tmp_path / "bold.safetensors", unet=CHECKPOINTS["bold"])[0]
+    served = server.webui / "models" / "Stable-diffusion" / "bold.safetensors"
+    assert file_sha256(again) == file_sha256(served)
+
+
+@pytest.mark.parametrize("gate", ["density", "density (ODE sampler)", "classifier"])
+def test_gates_equal_the_core(server, core, gate):
+    from unlearnkit.compose.density import DensityGate
+    from unlearnkit.compose.gate_model import ClassifierGate, load_gate
+
+    names, priors = [n for n, _ in MIX], [w for _, w in MIX]
+    gate_file = "style_gate.safetensors" if gate == "classifier" else ""
+    args, _ = panel_args(MIX, gate=gate, gate_file=gate_file)
+    out = generate(server, args)
+    image = pixels(out["images"][0])
+    if gate == "classifier":  # trained by `compose train-gate` on shards named "bold", "slanted", …
+        net = load_gate(server.webui / "models" / "UnlearnKit" / "gates" / gate_file)
+        core_gate = ClassifierGate(net, [Path(n).stem for n in names], priors)
+    else:
+        core_gate = DensityGate(names, priors, ode=gate != "density")
+    assert_close(image, reference(core, names, core_gate), f"{gate} gate")
+    assert judged(core, image) == 7
+    assert f"UnlearnKit gate: {gate}" in infotext(out) and len(out["images"]) == 2
+
+
+def test_erased_text_encoder_equals_the_core_and_goes_away_after(server, core):
+    from unlearnkit.textencoders import swap_text_encoder
+
+    name = "no_seven.safetensors"
+    args, _ = panel_args(text_encoder=name)
+    out = generate(server, args)
+    image = pixels(out["images"][0])
+    erased = swap_text_encoder(core["te"], server.webui / "models" / "UnlearnKit" /
+                               "text_encoders" / name)
+    assert_close(image, reference(core, te=erased.float()), "erased text encoder")
+    assert differs(image, reference(core)) > 5
+    assert f"UnlearnKit text encoder: {name}" in infotext(out)
+    plain = generate(server)  # the webui's own encoder is back (its cached conds were cleared)
+    assert_close(pixels(plain["images"][0]), reference(core), "plain after the erased encoder")
+
+
+def test_slug_patch_equals_the_core(server, core):
+    import copy
+
+    from unlearnkit.unlearn.patches import apply_patch, load_patch
+
+    name = "seven.safetensors"
+    args, _ = panel_args(slug_patches=(name,))
+    out = generate(server, args)
+    image = pixels(out["images"][0])
+    te = copy.deepcopy(core["te"])
+    apply_patch(te, load_patch(server.webui / "models" / "UnlearnKit" / "slug_patches" / name))
+    assert_close(image, reference(core, te=te), "SLUG patch")
+    assert differs(image, reference(core)) > 5
+    assert f"UnlearnKit SLUG patch 1: {name}" in infotext(out)
+
+
+def test_infotext_parsed_by_the_webui_gives_the_same_settings_and_image(server):
+    """The PNG's parameters read back by the webui's own parser (/sdapi/v1/png-info) give the settings, and an
+    API request carrying that infotext (applied through the panel's infotext_fields by the webui's paste code)
+    makes the same image with the same UnlearnKit entries."""
+    from unlearnkit.webui import settings as panel
+
+    args, sent = panel_args(MIX, gate="density", prune_eps=0.01, text_encoder="no_seven.safetensors")
+    first = generate(server, args)
+    code, info = server.post("/sdapi/v1/png-info", {"image": "data:image/png;base64," + first["images"][0]})
+    assert code == 200, info
+    params = info["parameters"]  # infotext_utils.parse_generation_parameters
+    assert str(params["Seed"]) == str(SEED) and params["Sampler"] == "Euler"
+    assert panel.from_infotext(params) == sent
+    again = generate(server, infotext=infotext(first))
+    assert np.array_equal(pixels(again["images"][0]), pixels(first["images"][0]))
+    mine = sorted(line for line in infotext(first).split(", ") if line.startswith("UnlearnKit"))
+    assert sorted(line for line in infotext(again).split(", ") if line.startswith("UnlearnKit")) == mine
+
+
+def test_send_to_img2img_carries_the_panel(server):
+    """The webui's own "Send to img2img" wiring (infotext_utils.connect_paste_params_buttons on the UI the
+    server built, with its gradio 3.41) copies every panel control from txt2img to img2img. It copied none
+    while the panel's fields were only functions of the infotext (a test-only extension runs the wiring)."""
+    from unlearnkit.webui import settings as panel
+
+    _, sent = panel_args(MIX, gate="density", prune_eps=0.02, plot=False, text_encoder="no_seven.safetensors",
+                         slug_patches=("seven.safetensors",))
+    values = dict(zip(panel.control_names(), panel.to_controls(sent)))
+    code, out = server.post("/unlearnkit-test/send-to-img2img", values)
+    assert code == 200, out
+    assert out["copied"] == values
+
+
+def test_no_errors_in_the_webui_log(server):
+    log = server.log.read_text()
+    bad = [line for line in log.splitlines()
+           if line.startswith("***") and not line.startswith("*** API error")]
+    assert not bad, "\n".join(bad)
