@@ -1,8 +1,8 @@
 """The panel script in AUTOMATIC1111 mode against the labelled stand-in of the webui (webui_standin.py), for
 what the real webui (test_a1111_real.py, over HTTP) cannot show here: the webui's rule for registering script
-classes checked fast and without the webui, the hook restored when sampling fails at a chosen step, the
-loaded checkpoint never copied, the cond cache cleared exactly when the encoder changes (counted encoder
-calls), the refresh button, and the panel's paste fields."""
+classes checked fast and without the webui, img2img (which the tiny world cannot run in the real webui), the
+hook restored when sampling fails at a chosen step, the loaded checkpoint never copied, the cond cache cleared
+exactly when the encoder changes (counted encoder calls), the refresh button, the panel's paste fields."""
 import inspect
 from types import SimpleNamespace
 
@@ -13,6 +13,8 @@ from tiny_models import save_checkpoint, tiny_clip, tiny_unet
 from torch import nn
 
 from unlearnkit import io
+from unlearnkit.compose.diffusers_unet import ComposedUNet
+from unlearnkit.compose.gates import StaticGate
 from unlearnkit.unlearn.patches import make_patch, save_patch
 from unlearnkit.webui import settings as panel
 
@@ -98,6 +100,29 @@ def test_process_before_every_sampling_is_a_no_op_in_a1111(world):
     world.script.process_before_every_sampling(p, *panel.to_controls(settings))
     p.setup_conds()
     assert torch.isfinite(p.sample()).all() and p.unlearnkit.runs.runs
+
+
+def test_img2img_mixes_from_the_init_latent_like_the_core(world):
+    """img2img samples from the noised init latent through the same p.sample and UNet hook as txt2img. The
+    real webui cannot run img2img on the tiny world (its VAE downsamples by 2, the webui's noise assumes 8;
+    test_a1111_real.py shows the webui's own error), so the mixture from an init latent is checked here."""
+    init = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3)) * 2.0  # noised init latent
+    p = standin.StableDiffusionProcessing(world.sd_model, "seven")
+    world.script.process(p, *panel.to_controls(mix(("a.safetensors", 0.75), ("b.safetensors", 0.25))))
+    p.setup_conds()
+    out = p.sample(init.clone())
+    composed = ComposedUNet([world.unets["a"], world.unets["b"]], ["a", "b"],
+                            StaticGate(["a", "b"], [0.75, 0.25]), standin.ACP)
+    reference = SimpleNamespace(
+        model=SimpleNamespace(diffusion_model=lambda x, t, context: composed(x, t, context).sample),
+        get_learned_conditioning=encoder_of(world.clip),
+    )
+    q = standin.StableDiffusionProcessing(reference, "seven")
+    q.setup_conds()
+    with torch.no_grad():
+        expected = q.sample(init.clone())
+    assert torch.allclose(out, expected, atol=1e-4), (out - expected).abs().max()
+    assert "forward" not in world.sd_model.model.diffusion_model.__dict__  # the hook is gone after sampling
 
 
 def test_loaded_checkpoint_as_a_shard_uses_the_loaded_unet(world):

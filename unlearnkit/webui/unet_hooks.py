@@ -85,7 +85,11 @@ class OffloadedShard:
 def a1111_shard(unet: nn.Module, path: Path, storage: torch.device | None) -> Callable:
     """The callable of one shard: a copy of ``unet`` with the file's weights, offloaded when ``storage``."""
     copy = load_unet_like(unet, path, device=storage)
-    return OffloadedShard(copy, storage) if storage is not None else copy
+    if storage is None:
+        return copy
+    logger.info("UnlearnKit: shard %s kept on the %s between its evaluations (the webui saves VRAM)",
+                path.name, storage)
+    return OffloadedShard(copy, storage)
 
 
 def a1111_mixture(gen: Any, sd_model: Any, shards: FileCache) -> tuple[Any, VPMixture]:
