@@ -31,7 +31,7 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from a1111_sgm_standin import write_sgm_standin
-from venvs import prebuild, venv_cache
+from venvs import in_background, prebuild, venv_cache
 
 ROOT = Path(__file__).resolve().parents[2]
 WEBUI_SRC = Path(os.environ.get("UNLEARNKIT_A1111_DIR") or ROOT.parent / "shared/hosts/a1111/webui")
@@ -90,6 +90,11 @@ def registry_repositories() -> Path:
         with zipfile.ZipFile(wheel) as zf:
             zf.extractall(staging / folder, [n for n in zf.namelist() if n.startswith(package + "/")])
     shutil.rmtree(staging / "wheels")
+    return publish(staging, target)
+
+
+def publish(staging: Path, target: Path) -> Path:
+    """Mark the folder built in ``staging`` complete; rename it to ``target`` (unless another session did)."""
     (staging / ".complete").touch()
     try:
         os.rename(staging, target)
@@ -209,6 +214,8 @@ def panel_files_key() -> str:
 
 def _make_panel_files(target: Path) -> Path:
     """Run the commands one after the other (one CPU thread each) into a staging folder, then rename it."""
+    if (target / ".complete").is_file():
+        return target
     staging = target.with_name(f".{target.name}.{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -221,34 +228,10 @@ def _make_panel_files(target: Path) -> Path:
         if done.returncode != 0:
             raise RuntimeError(f"`unlearnkit {' '.join(command)}` failed ({done.returncode}):\n"
                                f"{log.read_text()[-3000:]}")
-    (staging / ".complete").touch()
-    try:
-        os.rename(staging, target)
-    except OSError:  # another session finished first
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-_PANEL_FILES: dict[str, Future] = {}
+    return publish(staging, target)
 
 
 def start_panel_files() -> Future:
-    """The folder holding PANEL_FILES (a Future: made in a background thread on first use)."""
-    import threading
-
-    key = panel_files_key()
-    if key not in _PANEL_FILES:
-        future: Future = Future()
-        target = venv_cache().parent / f"a1111-panel-files-{key}"
-        if (target / ".complete").is_file():
-            future.set_result(target)
-        else:
-            def run() -> None:
-                try:
-                    future.set_result(_make_panel_files(target))
-                except BaseException as exc:
-                    future.set_exception(exc)
-
-            threading.Thread(target=run, name="a1111-panel-files", daemon=True).start()
-        _PANEL_FILES[key] = future
-    return _PANEL_FILES[key]
+    """The folder holding PANEL_FILES (a Future: made in a background thread unless cached)."""
+    target = venv_cache().parent / f"a1111-panel-files-{panel_files_key()}"
+    return in_background(target, lambda: _make_panel_files(target))
