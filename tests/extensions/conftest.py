@@ -5,11 +5,14 @@ overlap the tests that run before them."""
 import os
 import sys
 
+import pytest
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection: start only for tests that will run
 def pytest_collection_modifyitems(session, config, items):
     if not any(item.path.name == "test_a1111_real.py" for item in items):
         return

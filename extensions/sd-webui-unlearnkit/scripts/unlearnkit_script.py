@@ -31,8 +31,11 @@ def core_candidates(ext_dir: Path) -> list[Path]:
 def ensure_core(ext_dir: Path = EXT_DIR) -> None:
     """Make ``import unlearnkit`` work: installed, vendored next to the extension, or the linked
     repository."""
-    try:
-        import unlearnkit.webui.settings  # noqa: F401 - a core with the webui helpers
+    try:  # a core with every webui helper this script uses (an older install lacks some)
+        import unlearnkit.webui.conditioning  # noqa: F401
+        import unlearnkit.webui.controls  # noqa: F401
+        import unlearnkit.webui.generation  # noqa: F401
+        import unlearnkit.webui.unet_hooks  # noqa: F401
         return
     except ImportError:
         for name in [m for m in sys.modules if m == "unlearnkit" or m.startswith("unlearnkit.")]:
