@@ -222,7 +222,7 @@ def test_forge_refuses_to_sample_when_the_mixture_cannot_be_built(world, monkeyp
     x, sigma, cond, uncond = inputs()
     with pytest.raises(RuntimeError, match="UnlearnKit: shard 'a.safetensors'"):
         world.forge.sample(clone.model, x, sigma, uncond, cond, 3.0, clone.model_options)
-    Path(world.module.checkpoint_path(standin.sys.modules["modules.sd_models"], "b.safetensors")).unlink()
+    Path(world.module.checkpoints(standin.sys.modules["modules.sd_models"])["b.safetensors"]).unlink()
     p, _ = prepare(world, settings)  # fails in process (the file is gone): Forge's p.sample refuses
     with pytest.raises(RuntimeError, match="UnlearnKit: .*b.safetensors"):
         p.sample()

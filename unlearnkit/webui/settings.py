@@ -20,6 +20,9 @@ NONE = "None"  # the dropdowns' "nothing chosen" entry
 GATES = ("static", "classifier", "density", "density (ODE sampler)")
 PREFIX = "UnlearnKit"
 MAX_PRUNE_EPS = 0.5
+# More controls for the panel's gate row, as ``controls.ControlSpec`` keyword dicts (name, kind, label, value,
+# choices, …); list each name in control_names() too. The script builds them without edits of its own.
+EXTRA_CONTROLS: tuple[dict, ...] = ()
 
 
 def control_names(max_shards: int = MAX_SHARDS) -> list[str]:
