@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .gates import log_priors, posterior_weights
+from .gates import GateHooks, log_priors, posterior_weights
 
 
 def score_from_x0(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -42,8 +42,10 @@ def divergence_increment(sigma: torch.Tensor, dsigma: torch.Tensor, divergence: 
     return (-(sigma * dsigma.abs())[None] * divergence).T
 
 
-class DensityGate:
+class DensityGate(GateHooks):
     """w = softmax(ℓ + log λ), ℓ_i tracked per sample from the shards' own predictions."""
+
+    needs_every_score = True
 
     def __init__(
         self, names: Sequence[str], priors: Sequence[float], ode: bool = False, probe_scale: float = 1e-3
@@ -66,7 +68,9 @@ class DensityGate:
         last_x, last_sigma, _ = self._last
         return last_x.shape != x.shape or bool((sigma > last_sigma + 1e-6).any())
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Weights at (x, σ). Several calls at one point (cond and uncond evaluated apart) add the step
         once."""
         if self._is_new_path(x, sigma):
@@ -94,8 +98,10 @@ class DensityGate:
 
     def probe(
         self, x: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A Rademacher direction v and the probe point x + h v for the Hutchinson divergence."""
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A Rademacher direction v and the probe point x + h v for the Hutchinson divergence (ODE form)."""
+        if not self.ode:
+            return None
         v = torch.randint(0, 2, x.shape, generator=generator).to(x) * 2 - 1
         return v, x + self.probe_scale * v
 
