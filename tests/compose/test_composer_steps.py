@@ -5,7 +5,7 @@ import torch
 
 from unlearnkit.compose.composer import Composer, ComposerRuns
 from unlearnkit.compose.density import DensityGate
-from unlearnkit.compose.gates import GateHooks, StaticGate
+from unlearnkit.compose.gates import Gate, StaticGate
 from unlearnkit.compose.routing import Evaluation
 from unlearnkit.compose.toy import GaussianShard, exact_posterior
 
@@ -15,7 +15,7 @@ SHARDS = [GaussianShard(torch.tensor([-2.0, 0.0]), 0.3), GaussianShard(torch.ten
           GaussianShard(torch.tensor([0.0, 3.0]), 0.6)]
 
 
-class ExactGate(GateHooks):
+class ExactGate(Gate):
     names = NAMES
 
     def __call__(self, x, sigma, context=None):
@@ -75,7 +75,7 @@ def test_a_host_that_cannot_split_rows_gets_the_same_mix():
     assert calls and all(r is None for r in calls)
 
 
-class PromptGate(GateHooks):
+class PromptGate(Gate):
     names = ["a", "b"]
     reads_prompt = True
 
@@ -100,7 +100,7 @@ def test_a_prompt_reading_gate_reads_the_prompt_chunk_and_reuses_it_when_the_unc
 def test_flow_states_reach_the_gate_in_ve_form():
     seen = []
 
-    class Spy(GateHooks):
+    class Spy(Gate):
         names = ["a"]
 
         def __call__(self, x, sigma, context=None):

@@ -103,3 +103,13 @@ def test_cond_and_uncond_evaluated_apart_add_each_step_once():
         return gate(x, torch.full((8,), 0.2))
 
     assert torch.allclose(path(split=True), path(split=False), atol=1e-6)
+
+
+def test_ode_probe_directions_follow_the_path_not_torchs_global_generator():
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(3))
+    probes = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)  # whatever else used the global generator before
+        probes.append(DensityGate(NAMES, [1, 1, 1], ode=True).probe(x)[0])
+    assert torch.equal(probes[0], probes[1])
+    assert DensityGate(NAMES, [1, 1, 1]).probe(x) is None  # the SDE form needs no probe

@@ -111,5 +111,5 @@ def test_composed_unet_gives_the_reference_x0_on_a_cfg_batch(unets, evaluation):
         x0 = prediction_to_x0(eps, x_t, sigma.repeat(2), "epsilon")
         forwards = [lambda xt, tt, c, u=u: u(xt, tt, encoder_hidden_states=c).sample for u in (a, b)]
         expected = reference_x0(forwards, ["a", "b"], gate, x, sigma, [cond, uncond], ACP,
-                                evaluation=evaluation)
+                                evaluation=evaluation, state="vp")
     assert torch.allclose(x0[3:], expected[:3], atol=1e-4) and torch.allclose(x0[:3], expected[3:], atol=1e-4)

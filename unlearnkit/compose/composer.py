@@ -14,7 +14,6 @@ each sampling run. Routing knobs (routing.py): ``route`` "batch" skips a shard b
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import torch
 from .batch import Layout, chunk_rows
 from .gates import Gate
 from .mixture import check_weights
-from .routing import Evaluation, draw_one_hot, masked_weights, prune, sample_mask
+from .routing import Evaluation, draw_one_hot, masked_weights, prune, sample_mask, seed_of
 from .schedules import bcast, from_ve, to_ve
 
 ShardEval = Callable[[int, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -48,11 +47,6 @@ class StepPlan:
     weights: torch.Tensor  # (B, N)
     mask: torch.Tensor  # (B, N) bool
     observed: bool = False  # the gate has seen this point's scores
-
-
-def seed_of(x: torch.Tensor) -> int:
-    """A seed that follows the sampler's own noise: the same inputs draw the same shards."""
-    return int(hashlib.sha1(x.detach().float().cpu().numpy().tobytes()).hexdigest()[:15], 16)
 
 
 @dataclass
@@ -163,10 +157,13 @@ class Composer:
         probe = self.gate.probe(x_ve)
         if probe is None:
             return
-        v, x_probe = probe
-        at = from_ve(x_probe, sigma[score], state).to(x.dtype)
-        probes = {i: (score, evaluate(i, at, sigma[score], score)) for i in x0s}
-        self.gate.observe_probe(x_ve, sigma_ve, v, full, self._scattered(probes, score, x_ve, x.shape[0]))
+        v, points = probe  # K probe points per prompt-chunk row: (K·B, ...)
+        rows, sigmas = score.repeat(points.shape[0] // b), sigma[score].repeat(points.shape[0] // b)
+        at = from_ve(points, sigmas, state).to(x.dtype)
+        probed = torch.zeros(len(self.names), *points.shape, dtype=x_ve.dtype, device=x_ve.device)
+        for i in x0s:  # every evaluated shard, all its probe points in one call
+            probed[i] = evaluate(i, at, sigmas, rows).to(x_ve.dtype)
+        self.gate.observe_probe(x_ve, sigma_ve, v, full, probed)
 
     def _scattered(self, x0s: dict, score: torch.Tensor, like: torch.Tensor, total: int) -> torch.Tensor:
         """(N, B, ...) x0 on the prompt chunk's rows of a ``total``-row call, zero where not evaluated."""

@@ -13,10 +13,13 @@ import torch
 
 from .mixture import normalise_priors
 
+Tensor = torch.Tensor
+
 
 @runtime_checkable
 class Gate(Protocol):
-    """Per-sample shard weights, plus the optional hooks a Composer calls (defaults in GateHooks).
+    """Per-sample shard weights, plus the optional hooks a Composer calls; a gate class that subclasses
+    Gate inherits their defaults (no prompt, no score tracking, no probe).
 
     ``reads_prompt``: the call takes the prompt's text-encoder states as a third argument.
     ``needs_every_score``: the gate follows the path from every shard's prediction (``observe``, and
@@ -24,55 +27,24 @@ class Gate(Protocol):
     """
 
     names: list[str]
-    reads_prompt: bool
-    needs_every_score: bool
+    reads_prompt: bool = False
+    needs_every_score: bool = False
 
-    def __call__(
-        self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def __call__(self, x: Tensor, sigma: Tensor, context: Tensor | None = None) -> Tensor:
         """x: (B, C, H, W) VE state, sigma: (B,), context: (B, T, D) or None -> weights (B, N)."""
         ...
 
-    def observe(self, x: torch.Tensor, sigma: torch.Tensor, x0s: torch.Tensor, mask: torch.Tensor) -> None:
+    def observe(self, x: Tensor, sigma: Tensor, x0s: Tensor, mask: Tensor) -> None:
         """The shards' x0 (N, B, ...) at (x, σ); pairs not evaluated are False in mask (B, N)."""
-        ...
-
-    def probe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(direction v, probe point) where every shard must also be evaluated, or None."""
-        ...
-
-    def observe_probe(
-        self,
-        x: torch.Tensor,
-        sigma: torch.Tensor,
-        v: torch.Tensor,
-        x0s: torch.Tensor,
-        probe_x0s: torch.Tensor,
-    ) -> None:
-        """The shards' x0 (N, B, ...) at the probe point."""
-        ...
-
-
-class GateHooks:
-    """The optional hooks of the Gate protocol for gates that use none of them."""
-
-    reads_prompt = False
-    needs_every_score = False
-
-    def observe(self, x: torch.Tensor, sigma: torch.Tensor, x0s: torch.Tensor, mask: torch.Tensor) -> None:
         return None
 
-    def probe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def probe(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(direction v, K probe points per row stacked (K·B, ...)) where every shard must also be
+        evaluated, or None."""
         return None
 
-    def observe_probe(
-        self,
-        x: torch.Tensor,
-        sigma: torch.Tensor,
-        v: torch.Tensor,
-        x0s: torch.Tensor,
-        probe_x0s: torch.Tensor,
-    ) -> None:
+    def observe_probe(self, x: Tensor, sigma: Tensor, v: Tensor, x0s: Tensor, probe_x0s: Tensor) -> None:
+        """The shards' x0 (N, K·B, ...) at the probe points."""
         return None
 
 
@@ -93,7 +65,7 @@ def posterior_weights(log_lik: torch.Tensor, log_prior: torch.Tensor) -> torch.T
     return torch.softmax(log_lik.float() + log_prior.to(log_lik.device).float(), dim=1)
 
 
-class StaticGate(GateHooks):
+class StaticGate(Gate):
     """The prior λ itself, for every x and t: the paper's "naive averaging" baseline."""
 
     def __init__(self, names: Sequence[str], priors: Sequence[float]) -> None:

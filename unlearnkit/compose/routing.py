@@ -11,6 +11,7 @@ A gate that needs every shard's score (the density gate) turns the Monte-Carlo p
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -25,6 +26,11 @@ DEFAULT_EVALUATE = "fast"
 DEFAULT_EPS = 0.01
 DEFAULT_MC_SIGMA = 1.0
 MAX_EPS = 0.5
+
+
+def seed_of(x: torch.Tensor) -> int:
+    """A seed that follows the sampler's own noise: the same inputs draw the same shards (and probes)."""
+    return int(hashlib.sha1(x.detach().float().cpu().numpy().tobytes()).hexdigest()[:15], 16)
 
 
 def prune(weights: torch.Tensor, eps: float) -> list[int]:
