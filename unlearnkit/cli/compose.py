@@ -73,6 +73,16 @@ def make_gate(kind: str, shards: ShardSet, gate_file: str | None):
     return build_gate(kind, shards.names, shards.priors, net, net_input="--gate-file")
 
 
+def composed_unet(shards: ShardSet, scheduler, args: argparse.Namespace) -> ComposedUNet:
+    """The shards as one diffusers UNet: the --gate over them, routed by --evaluate / --prune-eps /
+    --fast-sigma, in the scheduler's noise schedule and prediction type."""
+    evaluation = Evaluation(args.evaluate, args.prune_eps, args.fast_sigma)
+    evaluation.check(("--evaluate", "--prune-eps", "--fast-sigma"))
+    gate = make_gate(args.gate, shards, args.gate_file)
+    return ComposedUNet([s.model for s in shards], shards.names, gate, scheduler.alphas_cumprod,
+                        scheduler.config.prediction_type, evaluation=evaluation)
+
+
 def select(shards: ShardSet, args: argparse.Namespace) -> tuple[ShardSet, list[ForgetRecord]]:
     """Apply --weights, --rights/--tags and --forget to a shard set."""
     if args.weights:
@@ -105,11 +115,7 @@ def run_sample(args: argparse.Namespace) -> int:
     for record in records:
         append_forget_log(out / "forget_log.jsonl", record)
         log.info("forgot %s (sha256 %s)", record.shard, record.sha256[:12])
-    gate = make_gate(args.gate, shards, args.gate_file)
-    evaluation = Evaluation(args.evaluate, args.prune_eps, args.fast_sigma)
-    evaluation.check(("--evaluate", "--prune-eps", "--fast-sigma"))
-    pipe.unet = ComposedUNet([s.model for s in shards], shards.names, gate, pipe.scheduler.alphas_cumprod,
-                             pipe.scheduler.config.prediction_type, evaluation=evaluation)
+    pipe.unet = composed_unet(shards, pipe.scheduler, args)
     gen = torch.Generator().manual_seed(args.seed)
     images = pipe([args.prompt] * args.n, num_inference_steps=args.steps, guidance_scale=args.cfg,
                   generator=gen, output_type="pt").images * 2 - 1  # (n, 3, H, W) in [-1, 1]
@@ -117,7 +123,7 @@ def run_sample(args: argparse.Namespace) -> int:
     report = attribution_report(pipe.unet.composer.history, shards.names)
     attribution_plot(pipe.unet.composer.history, shards.names).save(out / "attribution.png")
     (out / "attribution.json").write_text(
-        json.dumps({"prompt": args.prompt, "gate": args.gate, **report}, indent=1)
+        json.dumps({"prompt": args.prompt, "gate": args.gate, "evaluate": args.evaluate, **report}, indent=1)
     )
     print(json.dumps({"out": str(out), "shards": shards.names, "top_shard": report["top_shard"]}))
     return 0
