@@ -1,7 +1,9 @@
-"""TEST FIXTURE, not part of UnlearnKit: fixture nodes for the Compose and tiny-world tests.
+"""TEST FIXTURE, not part of UnlearnKit: fixture nodes for the Compose and tiny-world tests (and benches).
 
 LoRA-patched and broken (NaN) clones, savers for IMAGE and STRING outputs into the folder named
-by UNLEARNKIT_TEST_OUT, and files written into / copied from ComfyUI's output folder.
+by UNLEARNKIT_TEST_OUT, and files written into / copied from ComfyUI's output folder. The host-side
+fixtures of Compose's own tests and benches (seeded latents, σ lists, flow models, short memory, SD1.5-size
+models, clocks, parameter bytes) are in compose_host_fixtures.py.
 """
 from __future__ import annotations
 
@@ -30,20 +32,32 @@ class LoraModel:
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",), "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
                              "rank": ("INT", {"default": 2, "min": 1, "max": 16}),
-                             "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0})}}
+                             "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0})},
+                "optional": {"coverage": (["few", "transformers"],)}}
 
     RETURN_TYPES = ("MODEL",)
     NOT_IDEMPOTENT = True
     FUNCTION = "patch"
     CATEGORY = CATEGORY
 
-    def patch(self, model, seed, rank, strength):
+    @classmethod
+    def targets(cls, state: dict, coverage: str) -> list[str]:
+        """The test's few layers, or what an SD1.5 LoRA trains: every linear of the transformer blocks and
+        their proj_in / proj_out."""
+        if coverage == "few":
+            return list(cls.TARGETS)
+        keys = [k[len("diffusion_model."):-len(".weight")] for k, v in state.items()
+                if k.endswith(".weight") and v.dim() >= 2 and ("transformer_blocks" in k or ".proj_" in k)]
+        return sorted(keys)
+
+    def patch(self, model, seed, rank, strength, coverage="few"):
         import comfy.sd
 
         gen = torch.Generator().manual_seed(seed)
         state = model.model.state_dict()
         lora = {}
-        for target in self.TARGETS:
+        targets = self.targets(state, coverage)
+        for target in targets:
             weight = state[f"diffusion_model.{target}.weight"]
             name = "lora_unet_" + target.replace(".", "_")
             down_shape = (rank, *weight.shape[1:])
@@ -54,7 +68,7 @@ class LoraModel:
             lora[f"{name}.lora_up.weight"] = torch.randn(up_shape, generator=gen)
             lora[f"{name}.alpha"] = torch.tensor(float(rank))
         out, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0.0)
-        assert len(out.patches) == len(self.TARGETS), sorted(out.patches)
+        assert len(out.patches) == len(targets), sorted(out.patches)
         return (out,)
 
 
@@ -170,3 +184,6 @@ NODE_CLASS_MAPPINGS = {
     "UKTestWriteOutputFile": WriteOutputFile,
     "UKTestCopyOutputFile": CopyOutputFile,
 }
+from .compose_host_fixtures import NODE_CLASS_MAPPINGS as _HOST_FIXTURES  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_HOST_FIXTURES)
