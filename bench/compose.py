@@ -235,21 +235,24 @@ def speed(te, vae, judges, real, k: int, steps: int, gate_steps: int, out_dir: P
     )
     out["speed_ratio_4"] = med[best] / med["one_model"] if best else None
     out["speed_ratio_4_variant"] = best
-    # gate overhead: one gate call vs one UNet call on the same CFG batch
-    x = torch.randn(2 * len(prompts), 4, 8, 8)
-    ctx = torch.randn(2 * len(prompts), 77, 64)
-    gate = ClassifierGate(net, list(shards), [1] * 4)
+    out["gate_overhead"] = gate_overhead(ClassifierGate(net, list(shards), [1] * 4), one, len(prompts))
+    return out
+
+
+def gate_overhead(gate: ClassifierGate, unet, batch: int, calls: int = 5) -> float:
+    """One gate call ÷ one UNet call on the same CFG batch."""
+    x = torch.randn(2 * batch, 4, 8, 8)
+    ctx = torch.randn(2 * batch, 77, 64)
     with torch.no_grad():
         t0 = time.perf_counter()
-        for _ in range(5):
-            gate(x[: len(prompts)], torch.full((len(prompts),), 2.0))
-        g = (time.perf_counter() - t0) / 5
+        for _ in range(calls):
+            gate(x[:batch], torch.full((batch,), 2.0))
+        g = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for _ in range(5):
-            one(x, 500, encoder_hidden_states=ctx)
-        u = (time.perf_counter() - t0) / 5
-    out["gate_overhead"] = g / u
-    return out
+        for _ in range(calls):
+            unet(x, 500, encoder_hidden_states=ctx)
+        u = time.perf_counter() - t0
+    return g / u
 
 
 def adding_a_shard(vae, gate_steps: int, out_dir: Path) -> dict:

@@ -3,8 +3,9 @@
 One Euler step from σ to 0 returns the CFG-combined x0 itself. The tiny world's style shards (loaded by
 Load Tiny World) and a seeded gate file, composed in ComfyUI with each evaluate mode, cond and uncond
 batched together or apart (ComfyUI's low-memory batching), must give what reference_x0 computes from the
-same shards' diffusers UNets at the timestep ComfyUI hands its UNet (the nearest trained step). Flow models
-(ComfyUI's CONST model sampling, ModelSamplingSD3; 0.3.x only) mix their x0 the same way.
+same shards' diffusers UNets at the timestep ComfyUI hands its UNet (the nearest trained step: the core's
+σ <-> t is checked against ComfyUI's own model_sampling). Flow models (ComfyUI's CONST model sampling,
+ModelSamplingSD3; 0.3.x only) mix their x0 the same way.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from suite import suite_fixtures
 from unlearnkit.compose.gate_model import ClassifierGate, GateConfig, GateNet, save_gate
 from unlearnkit.compose.reference import reference_x0
 from unlearnkit.compose.routing import Evaluation
+from unlearnkit.compose.schedules import sigma_to_t, sigmas_of, t_to_sigma
 from unlearnkit.tinyworld import store
 from unlearnkit.tinyworld.models import build_scheduler
 
@@ -88,9 +90,32 @@ def mixed_kinds_graph() -> dict:
     return g.prompt()
 
 
+TS, SIGMAS = [0.0, 0.25, 10.5, 431.25, 998.9, 999.0], [0.03, 0.05, 1.3, 3.0, 7.7, 14.6]
+
+
+def schedule_graph() -> dict:
+    """ComfyUI's own σ(t) and timestep(σ) of an SD1.5 model's discrete schedule."""
+    g = Graph()
+    g.node("UKTestModelSamplingTable", model=g.tiny_model(1), ts=", ".join(map(str, TS)),
+           sigmas=", ".join(map(str, SIGMAS)), key="table")
+    return g.prompt()
+
+
 def suite_graphs(world: dict) -> dict:
     """This module's graphs for the shared ComfyUI run (suite.py)."""
-    return {"styles": styles_graph(), "flow": flow_graph(), "mixed_kinds": mixed_kinds_graph()}
+    return {"schedule": schedule_graph(), "styles": styles_graph(), "flow": flow_graph(),
+            "mixed_kinds": mixed_kinds_graph()}
+
+
+def test_core_sigma_and_timestep_are_comfyuis(comfy_run):
+    """One σ <-> t: log σ interpolated, and ComfyUI hands its UNet the nearest trained step."""
+    table = comfy_run["schedule"].assert_ok().record("table")
+    log_sigmas = torch.tensor(table["sigmas"]).log()
+    assert torch.allclose(log_sigmas.exp(), sigmas_of(build_scheduler("ddim").alphas_cumprod), rtol=1e-5)
+    sigma_of_t = torch.tensor(table["sigma_of_t"])
+    assert torch.allclose(t_to_sigma(torch.tensor(TS), log_sigmas), sigma_of_t, rtol=1e-5)
+    nearest = sigma_to_t(torch.tensor(SIGMAS), log_sigmas, quantize=True)
+    assert nearest.tolist() == table["t_of_sigma"]
 
 
 @pytest.fixture(scope="module")

@@ -126,15 +126,29 @@ def test_per_sample_route_without_pruning_is_exact():
 
 
 def test_one_shard_per_sample_above_mc_sigma_is_unbiased():
-    x = torch.tensor([[0.5, 1.0]]).repeat(4000, 1)
-    s = torch.full((4000,), 3.0)
-    composer = Composer(NAMES, ExactGate(), mc_sigma=1.0, generator=torch.Generator().manual_seed(0))
-    out = composer(x, s, evaluate)
-    assert composer.history[-1].evaluated == 4000  # one model's cost
-    full = Composer(NAMES, ExactGate())(x[:1], s[:1], evaluate)
-    standard_error = out.std(0) / 4000**0.5
-    assert ((out.mean(0) - full[0]).abs() < 4 * standard_error).all()
-    assert out.std(0).max() > 0.01  # really one shard per sample, not the mix
+    x = torch.tensor([[0.5, 1.0], [-1.0, 2.0]])
+    s = torch.full((2,), 3.0)
+    outs = []
+    for seed in range(3000):
+        composer = Composer(NAMES, ExactGate(), mc_sigma=1.0, generator=torch.Generator().manual_seed(seed))
+        outs.append(composer(x, s, evaluate))
+        assert composer.history[-1].evaluated == 2  # one model's cost
+    outs = torch.stack(outs)  # (draws, B, D)
+    full = Composer(NAMES, ExactGate())(x, s, evaluate)
+    standard_error = outs.std(0) / len(outs) ** 0.5
+    assert ((outs.mean(0) - full).abs() < 4 * standard_error).all()
+    assert outs.std(0).max() > 0.01  # really one shard per sample, not the mix
+
+
+def test_coupled_draws_keep_each_samples_odds_and_share_shards():
+    from unlearnkit.compose.routing import draw_one_hot
+
+    w = torch.tensor([[0.2, 0.5, 0.3], [0.25, 0.45, 0.3], [0.7, 0.1, 0.2]])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([draw_one_hot(w, g) for _ in range(4000)]).float()  # (draws, B, N)
+    assert torch.allclose(draws.mean(0), w, atol=0.03)
+    alike = (draws[:, 0] == draws[:, 1]).all(dim=1).float().mean()
+    assert alike > 0.9  # samples with alike weights mostly pick the same shard: few calls per step
 
 
 def test_density_gate_with_mc_routing_is_refused():

@@ -6,7 +6,8 @@ The user-facing choice is one of EVALUATE:
 - ``per-sample``: a shard runs only on the samples whose weight for it reaches ε; the weights of the
   skipped pairs are dropped and each row renormalised (cost: about one model once the gate settles).
 - ``fast``: per-sample, and above the noise level ``mc_sigma`` (VE σ) each sample uses ONE shard drawn
-  from its weights — an unbiased estimate of the mix at one model's cost, where shards still agree.
+  from its weights — an unbiased estimate of the mix at one model's cost, where shards still agree; the
+  draws are coupled across the batch (``draw_one_hot``) so a step calls few distinct shards.
 A gate that needs every shard's score (the density gate) turns the Monte-Carlo part off, and says so.
 """
 from __future__ import annotations
@@ -56,8 +57,14 @@ def sample_mask(weights: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def draw_one_hot(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """(B, N) bool: one shard per sample drawn from its weights (an unbiased estimate of the mix)."""
-    idx = torch.multinomial(weights.detach().cpu().double(), 1, generator=generator).flatten()
+    """(B, N) bool: one shard per sample drawn from its weights — an unbiased estimate of its mix.
+
+    The samples share one uniform u (inverse CDF of each row at u, coupled draws): each sample still
+    draws shard i with probability w_i, but samples whose weights are alike pick the same shard, so a
+    step needs few distinct shard calls (at high noise, where this is used, the weights are alike)."""
+    u = torch.rand(1, generator=generator, dtype=torch.float64)
+    cdf = weights.detach().cpu().double().cumsum(dim=1)  # (B, N)
+    idx = (cdf < u * cdf[:, -1:]).sum(dim=1).clamp(max=weights.shape[1] - 1)  # (B,)
     return torch.nn.functional.one_hot(idx, weights.shape[1]).bool().to(weights.device)
 
 

@@ -3,7 +3,8 @@
 Seeded latents and σ lists (to drive one sampler step from a known state), a flow-type model through
 ComfyUI's own ModelSamplingSD3, a model whose memory estimate makes ComfyUI evaluate cond and uncond
 apart (its own low-memory batching), an SD1.5-size model with random weights, wall clocks around a
-sampler, and the bytes of distinct parameter storage a MODEL holds. Runs inside ComfyUI only.
+sampler, one model call's cost by batch size, and the bytes of distinct parameter storage a MODEL holds.
+Runs inside ComfyUI only.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 
 import torch
 
-from .outputs import CATEGORY, out_path
+from .outputs import CATEGORY, OutputNode, out_path, written
 
 SD15_UNET = {  # the unet_config ComfyUI detects for an SD1.5 checkpoint
     "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
@@ -149,21 +150,16 @@ class ClockStart:
         return model, positive, negative, latent
 
 
-class ClockStop:
+class ClockStop(OutputNode):
     """Writes <key>.json {"seconds"} since ClockStart ``key``, once ``samples`` exist."""
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"samples": ("LATENT",), "key": ("STRING", {"default": "clock"})}}
 
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
-    FUNCTION = "stop"
-    CATEGORY = CATEGORY
-
-    def stop(self, samples, key):
+    def write(self, samples, key):
         out_path(key, ".json").write_text(json.dumps({"seconds": time.perf_counter() - CLOCK.pop(key)}))
-        return {"ui": {"unlearnkit_test": [key]}}
+        return written(key)
 
 
 def held_tensors(patcher) -> list[torch.Tensor]:
@@ -205,7 +201,7 @@ def distinct_bytes(tensors) -> int:
     return sum(seen.values())
 
 
-class ParameterBytes:
+class ParameterBytes(OutputNode):
     """Writes <key>.json {"bytes"}: distinct parameter storage a MODEL holds (after ``after`` ran)."""
 
     @classmethod
@@ -213,23 +209,56 @@ class ParameterBytes:
         return {"required": {"model": ("MODEL",), "key": ("STRING", {"default": "bytes"})},
                 "optional": {"after": ("LATENT",)}}
 
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
-    FUNCTION = "measure"
-    CATEGORY = CATEGORY
-
-    def measure(self, model, key, after=None):
+    def write(self, model, key, after=None):
         out_path(key, ".json").write_text(json.dumps({"bytes": distinct_bytes(held_tensors(model))}))
-        return {"ui": {"unlearnkit_test": [key]}}
+        return written(key)
 
 
-NODE_CLASS_MAPPINGS = {
-    "UKTestLatent": Latent,
-    "UKTestSigmas": Sigmas,
-    "UKTestFlowModel": FlowModel,
-    "UKTestShortOfMemory": ShortOfMemory,
-    "UKTestSD15Model": SD15Model,
-    "UKTestClockStart": ClockStart,
-    "UKTestClockStop": ClockStop,
-    "UKTestParameterBytes": ParameterBytes,
-}
+class ModelSamplingTable(OutputNode):
+    """Writes <key>.json: the model's sampling sigmas, σ(t) at ``ts`` and timestep(σ) at ``sigmas``."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "ts": ("STRING", {"default": "0, 10.5"}),
+                             "sigmas": ("STRING", {"default": "1.0"}),
+                             "key": ("STRING", {"default": "table"})}}
+
+    def write(self, model, ts, sigmas, key):
+        ms = model.object_patches.get("model_sampling", model.model.model_sampling)
+        t = torch.tensor([float(v) for v in ts.split(",")])
+        s = torch.tensor([float(v) for v in sigmas.split(",")])
+        table = {"sigmas": ms.sigmas.tolist(), "sigma_of_t": ms.sigma(t).tolist(),
+                 "t_of_sigma": ms.timestep(s).tolist()}
+        out_path(key, ".json").write_text(json.dumps(table))
+        return written(key)
+
+
+class CallCost(OutputNode):
+    """Writes <key>.json {"ms": {rows: ms}}: one model call (apply_model) at a few batch sizes."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        width = ("INT", {"default": 64, "min": 8, "max": 4096})
+        key = ("STRING", {"default": "cost"})
+        return {"required": {"model": ("MODEL",), "context_dim": width, "key": key}}
+
+    def write(self, model, context_dim, key, calls=5):
+        import comfy.model_management as mm
+
+        mm.load_models_gpu([model])
+        ms = {}
+        for rows in (2, 8, 32, 128):
+            x, sigma = torch.randn(rows, 4, 8, 8), torch.full((rows,), 3.0)
+            c = {"c_crossattn": torch.randn(rows, 8, context_dim), "transformer_options": {}}
+            model.model.apply_model(x, sigma, **c)
+            start = time.perf_counter()
+            for _ in range(calls):
+                model.model.apply_model(x, sigma, **c)
+            ms[rows] = (time.perf_counter() - start) / calls * 1000
+        out_path(key, ".json").write_text(json.dumps({"ms": ms}))
+        return written(key)
+
+
+NODE_CLASS_MAPPINGS = {f"UKTest{node.__name__}": node for node in (
+    Latent, Sigmas, FlowModel, ShortOfMemory, SD15Model, ClockStart, ClockStop, ParameterBytes,
+    ModelSamplingTable, CallCost)}
