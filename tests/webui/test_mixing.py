@@ -198,3 +198,31 @@ def test_build_gate_is_the_core_registry_with_the_panel_input_named():
         build_gate("classifier", ["a"], [1])
     with pytest.raises(ValueError, match="gate: expected one of"):
         build_gate("magic", ["a"], [1])
+
+
+@pytest.mark.parametrize("mode", ["every-shard", "per-sample", "fast"])
+def test_vp_mixture_gives_the_core_reference_x0(unets, mode):
+    """A1111's call convention (x_t, fractional t, context=...; cond rows first, uncond last) through
+    VPMixture equals reference_x0 with state "vp": the helper the real-A1111 test compares with."""
+    from unlearnkit.compose.gate_model import ClassifierGate, GateConfig, GateNet
+    from unlearnkit.compose.reference import reference_x0
+    from unlearnkit.compose.schedules import sigma_to_t, vp_from_ve
+
+    torch.manual_seed(0)
+    net = GateNet(GateConfig(names=("a", "b"), latent_shape=(4, 8, 8)))
+    with torch.no_grad():
+        net.head.weight.mul_(30.0)
+    evaluation = Evaluation(mode, 0.3, 1.0)
+    g = torch.Generator().manual_seed(6)
+    x, sigma = torch.randn(3, 4, 8, 8, generator=g) * 3, torch.full((3,), 3.0)
+    cond, uncond = torch.randn(3, 3, 32, generator=g), torch.randn(3, 3, 32, generator=g)
+    t = sigma_to_t(sigma, sigmas_of(ACP).log())  # k-diffusion's fractional t
+    x_t = vp_from_ve(x, sigma).repeat(2, 1, 1, 1)
+    runs = ComposerRuns(["a", "b"], lambda: ClassifierGate(net, ["a", "b"], [1, 1]), evaluation=evaluation)
+    with torch.no_grad():
+        mixer = VPMixture(runs, [ldm_forward(u) for u in unets], ACP)
+        eps = mixer(x_t, t.repeat(2), context=torch.cat([cond, uncond]))
+        forwards = [lambda xt, tt, c, u=u: u(xt, tt, encoder_hidden_states=c).sample for u in unets]
+        expected = reference_x0(forwards, ["a", "b"], ClassifierGate(net, ["a", "b"], [1, 1]), x, sigma,
+                                [cond, uncond], ACP, evaluation=evaluation, state="vp")
+    assert torch.allclose(prediction_to_x0(eps, x_t, sigma.repeat(2), "epsilon"), expected, atol=1e-4)
