@@ -29,10 +29,11 @@ def sampling_signature(sampling: Any) -> str:
 
 
 def sampler_state(sampling: Any) -> str:
-    """'flow' for CONST model sampling (x = (1-σ) x0 + σ ε), else 've' (x = x0 + σ ε)."""
+    """'flow' for CONST model sampling (x = (1-σ) x0 + σ ε; ComfyUI 0.3.x), else 've' (x = x0 + σ ε)."""
     import comfy.model_sampling
 
-    return "flow" if isinstance(sampling, comfy.model_sampling.CONST) else "ve"
+    const = getattr(comfy.model_sampling, "CONST", None)  # ComfyUI 2024-03 has no flow models
+    return "flow" if const is not None and isinstance(sampling, const) else "ve"
 
 
 def architecture_signature(patcher: Any) -> dict:

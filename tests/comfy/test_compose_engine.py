@@ -111,7 +111,7 @@ def test_core_sigma_and_timestep_are_comfyuis(comfy_run):
     """One σ <-> t: log σ interpolated, and ComfyUI hands its UNet the nearest trained step."""
     table = comfy_run["schedule"].assert_ok().record("table")
     log_sigmas = torch.tensor(table["sigmas"]).log()
-    assert torch.allclose(log_sigmas.exp(), sigmas_of(build_scheduler("ddim").alphas_cumprod), rtol=1e-5)
+    assert torch.allclose(log_sigmas.exp(), sigmas_of(build_scheduler("ddim").alphas_cumprod), rtol=1e-4)
     sigma_of_t = torch.tensor(table["sigma_of_t"])
     assert torch.allclose(t_to_sigma(torch.tensor(TS), log_sigmas), sigma_of_t, rtol=1e-5)
     nearest = sigma_to_t(torch.tensor(SIGMAS), log_sigmas, quantize=True)
