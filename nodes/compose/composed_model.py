@@ -121,8 +121,7 @@ class ShardMixture:
                     return self.inner[i](fn, {**args, "input": x, "timestep": sigma, "c": c_i})
                 return fn(x, sigma, **c_i)
 
-        subsets = args["c"].get("control") is None  # a ControlNet's hint cannot be split by rows
-        return compose_wrapper_call(self.runs, args, call, self.state, subsets)
+        return compose_wrapper_call(self.runs, args, call, self.state)
 
 
 def find_mixture(model: Any) -> ShardMixture:

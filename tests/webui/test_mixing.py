@@ -174,6 +174,24 @@ def test_per_sample_routing_hands_each_shard_only_its_rows_and_their_conds():
     assert out[:, 0, 0, 0].tolist() == [0.0, 1.0, 0.0, 1.0]
 
 
+def test_a_controlnet_hint_is_never_split_by_rows():
+    seen = []
+
+    def apply_model(x, sigma, c_crossattn=None, control=None, transformer_options=None):
+        seen.append(x.shape[0])
+        return x * 0
+
+    class Split(StaticGate):
+        def __call__(self, x, sigma, context=None):
+            return torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+
+    runs = ComposerRuns(["a", "b"], lambda: Split(["a", "b"], [1, 1]), evaluation=Evaluation("per-sample"))
+    c = {"c_crossattn": torch.zeros(4, 3, 8), "control": object(), "transformer_options": {}}
+    args = {"input": torch.zeros(4, 4, 8, 8), "timestep": torch.ones(4), "c": c, "cond_or_uncond": [0, 1]}
+    VEMixture(runs, [apply_model, apply_model])(apply_model, args)
+    assert seen == [4, 4]  # each shard on every row; its weight is 0 where it was not chosen
+
+
 def test_runs_for_builds_the_panel_gate_and_evaluate_mode():
     runs = runs_for(PanelSettings(gate="density (ODE sampler)", evaluate="fast"), ["a", "b"], [1, 1])
     assert runs.tracks_density and runs.new_composer().gate.ode

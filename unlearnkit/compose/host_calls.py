@@ -29,12 +29,13 @@ def prompt_states(c: Mapping[str, Any], rows: int) -> torch.Tensor | None:
     return None
 
 
-def compose_wrapper_call(runs: ComposerRuns, args: Mapping[str, Any], call: ShardCall, state: str = "ve",
-                         subsets: bool = True) -> torch.Tensor:
+def compose_wrapper_call(
+    runs: ComposerRuns, args: Mapping[str, Any], call: ShardCall, state: str = "ve"
+) -> torch.Tensor:
     """x0 of a ``model_function_wrapper`` call {"input", "timestep", "c", "cond_or_uncond"} over the shards.
 
-    ``call(i, x, sigma, c)`` evaluates shard i on rows x with the conditioning ``c`` of those rows;
-    ``subsets`` False when the conditioning cannot be split by rows (e.g. a ControlNet hint per sample).
+    ``call(i, x, sigma, c)`` evaluates shard i on rows x with the conditioning ``c`` of those rows. A call
+    whose conditioning cannot be split by rows (a ControlNet's hint, one per sample) evaluates every row.
     """
     x, sigma, c = args["input"], args["timestep"], args["c"]  # x (R, C, H, W), sigma (R,)
     rows = x.shape[0]
@@ -44,6 +45,7 @@ def compose_wrapper_call(runs: ComposerRuns, args: Mapping[str, Any], call: Shar
     def evaluate(i: int, x_i: torch.Tensor, sigma_i: torch.Tensor, picked: torch.Tensor | None) -> Any:
         return call(i, x_i, sigma_i, c if picked is None else take_rows(c, picked, rows))
 
+    subsets = c.get("control") is None
     return composer(x, sigma, evaluate, layout.chunks, layout.score_chunk, prompt_states(c, rows), state,
                     subsets)
 

@@ -65,7 +65,7 @@ class VEMixture:
                 return self.inner(fn, {**args, "input": x, "timestep": sigma, "c": c})
             return fn(x, sigma, **c)
 
-        return compose_wrapper_call(self.runs, args, call, subsets=args["c"].get("control") is None)
+        return compose_wrapper_call(self.runs, args, call)
 
 
 class VPMixture(VPComposition):
