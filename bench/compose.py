@@ -99,18 +99,9 @@ def forgetting(retrain_probe_steps: int) -> dict:
     from unlearnkit.tinyworld.train import unet_inputs
     from unlearnkit.tinyworld.trainers import train_unet
 
-    shards = store.load_shards("split")
-    shard_set = ShardSet(
-        tuple(
-            Shard(
-                n,
-                u,
-                source=str(store.unet_path(f"split/{n}")),
-                sha256=io.file_sha256(store.unet_path(f"split/{n}")),
-            )
-            for n, u in shards.items()
-        )
-    )
+    paths = {n: store.unet_path(f"split/{n}") for n in shard_names("split")}
+    shard_set = ShardSet(tuple(Shard(n, store.load_unet(f"split/{n}"), source=str(path),
+                                     sha256=io.file_sha256(path)) for n, path in paths.items()))
     t0 = time.perf_counter()
     rest, record = shard_set.forget("split3", reason="bench")
     composed({s.name: s.model for s in rest}, StaticGate(rest.names, rest.priors))
@@ -124,16 +115,8 @@ def forgetting(retrain_probe_steps: int) -> dict:
     def seconds_per_step(batch: int) -> float:
         unet = store.load_unet("base")
         t0 = time.perf_counter()
-        train_unet(
-            unet,
-            latents_of(vae, data.images),
-            data,
-            text_states,
-            retrain_probe_steps,
-            0,
-            "retrain probe",
-            batch=batch,
-        )
+        train_unet(unet, latents_of(vae, data.images), data, text_states, retrain_probe_steps, 0,
+                   "retrain probe", batch=batch)
         return (time.perf_counter() - t0) / retrain_probe_steps
 
     retrain_paragon = seconds_per_step(64) * cfg["paragon"]

@@ -6,15 +6,10 @@ from unlearnkit.compose.composer import Composer
 from unlearnkit.compose.gates import StaticGate
 from unlearnkit.compose.routing import prune, renormalise
 from unlearnkit.compose.sampling import karras_sigmas, sample_euler_ancestral
-from unlearnkit.compose.toy import GaussianShard, energy_distance, exact_posterior, joint_score, sample_joint
+from unlearnkit.compose.toy import energy_distance, exact_posterior, joint_score, sample_joint, three_shards
 
 NAMES = ["a", "b", "c"]
-PRIORS = torch.tensor([0.5, 0.3, 0.2])
-SHARDS = [
-    GaussianShard(torch.tensor([-2.0, 0.0]), 0.3),
-    GaussianShard(torch.tensor([2.0, 0.0]), 1.0),
-    GaussianShard(torch.tensor([0.0, 3.0]), 0.6),
-]
+PRIORS, SHARDS = three_shards()
 
 
 class ExactGate:

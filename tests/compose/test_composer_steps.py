@@ -7,12 +7,10 @@ from unlearnkit.compose.composer import Composer, ComposerRuns
 from unlearnkit.compose.density import DensityGate
 from unlearnkit.compose.gates import Gate, StaticGate
 from unlearnkit.compose.routing import Evaluation
-from unlearnkit.compose.toy import GaussianShard, exact_posterior
+from unlearnkit.compose.toy import exact_posterior, three_shards
 
 NAMES = ["a", "b", "c"]
-PRIORS = torch.tensor([0.5, 0.3, 0.2])
-SHARDS = [GaussianShard(torch.tensor([-2.0, 0.0]), 0.3), GaussianShard(torch.tensor([2.0, 0.0]), 1.0),
-          GaussianShard(torch.tensor([0.0, 3.0]), 0.6)]
+PRIORS, SHARDS = three_shards()
 
 
 class ExactGate(Gate):

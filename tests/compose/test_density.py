@@ -5,16 +5,10 @@ import torch
 from unlearnkit.compose.composer import Composer
 from unlearnkit.compose.density import DensityGate, ito_increment, score_from_x0
 from unlearnkit.compose.sampling import karras_sigmas, sample_euler, sample_euler_ancestral
-from unlearnkit.compose.toy import GaussianShard, energy_distance, exact_posterior, sample_joint
+from unlearnkit.compose.toy import energy_distance, exact_posterior, sample_joint, three_shards
 
 NAMES = ["left", "right", "top"]
-PRIORS = torch.tensor([0.5, 0.3, 0.2])
-# unequal spreads, so the divergence term differs between shards and matters for ODE paths
-SHARDS = [
-    GaussianShard(torch.tensor([-2.0, 0.0]), 0.3),
-    GaussianShard(torch.tensor([2.0, 0.0]), 1.0),
-    GaussianShard(torch.tensor([0.0, 3.0]), 0.6),
-]
+PRIORS, SHARDS = three_shards()
 
 
 def evaluate(i, x, sigma, rows=None):
