@@ -64,22 +64,28 @@ def eps_denoiser(unet, schedule: CompVisSchedule) -> Callable:
 
 @torch.no_grad()
 def txt2img(unets: Sequence, names: Sequence[str], gate, text_encoder, vae, prompt: str, seed: int,
-            steps: int = 20, cfg_scale: float = 6.0, size: int = 64) -> np.ndarray:
-    """uint8 image (h, w, 3) of one A1111 Euler txt2img; one UNet and gate=None: no mixing."""
+            steps: int = 20, cfg_scale: float = 6.0, size: int = 64, evaluation=None) -> np.ndarray:
+    """uint8 image (h, w, 3) of one A1111 Euler txt2img; one UNet and gate=None: no mixing. ``evaluation``:
+    the core's routing (default: the panel's default, ``fast``)."""
     from unlearnkit.compose.composer import Composer
+    from unlearnkit.compose.routing import Evaluation
     from unlearnkit.tinyworld.models import encode_prompts
 
     schedule = CompVisSchedule(sd1_alphas_cumprod())
     context = torch.cat([encode_prompts(text_encoder, [prompt]), encode_prompts(text_encoder, [""])])
     fns = [eps_denoiser(u, schedule) for u in unets]
-    composer = Composer(list(names), gate) if gate is not None else None
+    evaluation = (evaluation or Evaluation()).for_gate(bool(getattr(gate, "needs_every_score", False)))
+    composer = Composer(list(names), gate, **evaluation.routing()) if gate is not None else None
+
+    def shard(i: int, xi: torch.Tensor, si: torch.Tensor, rows) -> torch.Tensor:
+        return fns[i](xi, si, context if rows is None else context[rows])
 
     def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:  # CFGDenoiser: rows [cond, uncond]
         x_in, s_in = torch.cat([x, x]), torch.cat([sigma, sigma])
         if composer is None:
             out = fns[0](x_in, s_in, context)
         else:
-            out = composer(x_in, s_in, lambda i, xi, si: fns[i](xi, si, context), chunks=2, score_chunk=0)
+            out = composer(x_in, s_in, shard, chunks=2, score_chunk=0)
         cond, uncond = out.chunk(2)
         return uncond + (cond - uncond) * cfg_scale
 

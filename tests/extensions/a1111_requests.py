@@ -61,11 +61,11 @@ def infotext(out: dict) -> str:
 
 # ---- the core's side -----------------------------------------------------------------------------
 
-def reference(core, shards=("paragon.safetensors",), gate=None, te=None) -> np.ndarray:
+def reference(core, shards=("paragon.safetensors",), gate=None, te=None, evaluation=None) -> np.ndarray:
     import a1111_reference
 
     return a1111_reference.txt2img([core["unets"][s] for s in shards], list(shards), gate, te or core["te"],
-                                   core["vae"], PROMPT, SEED, STEPS, CFG)
+                                   core["vae"], PROMPT, SEED, STEPS, CFG, evaluation=evaluation)
 
 
 def judged(core, image: np.ndarray) -> int:

@@ -115,15 +115,17 @@ def test_plain_txt2img_equals_the_core(server, core):
     assert judged(core, image) == 7
 
 
-def test_static_mix_of_fp16_shards_equals_the_core_mixture(server, core):
+@pytest.mark.parametrize("evaluate", ["fast", "every-shard"])
+def test_static_mix_of_fp16_shards_equals_the_core_mixture(server, core, evaluate):
     from unlearnkit.compose.gates import StaticGate
     from unlearnkit.io import file_sha256
 
-    args, _ = panel_args(MIX)
+    args, chosen = panel_args(MIX, evaluate=evaluate)
     out = generate(server, args)  # the exported shards are fp16: torch 2.1.2 has no fp16 CPU aminmax
     image = pixels(out["images"][0])
     names = [n for n, _ in MIX]
-    assert_close(image, reference(core, names, StaticGate(names, [w for _, w in MIX])), "static 2-shard mix")
+    gate = StaticGate(names, [w for _, w in MIX])
+    assert_close(image, reference(core, names, gate, evaluation=chosen.evaluation), f"static mix, {evaluate}")
     for shard in names:  # a mixture, not one shard
         assert differs(image, reference(core, (shard,))) > 5, shard
     assert judged(core, image) == 7
@@ -134,7 +136,7 @@ def test_static_mix_of_fp16_shards_equals_the_core_mixture(server, core):
     for slot, (name, weight) in enumerate(MIX, start=1):
         assert f"UnlearnKit shard {slot}: {name}" in text and f"UnlearnKit weight {slot}: {weight:g}" in text
         assert f"UnlearnKit shard hash {slot}: {file_sha256(folder / name)[:10]}" in text
-    assert "UnlearnKit gate: static" in text
+    assert "UnlearnKit gate: static" in text and f"UnlearnKit evaluate: {evaluate}" in text
 
 
 def test_the_shard_hash_of_an_export_is_the_same_every_time(server, tmp_path):
@@ -147,7 +149,7 @@ def test_the_shard_hash_of_an_export_is_the_same_every_time(server, tmp_path):
     assert file_sha256(again) == file_sha256(served)
 
 
-@pytest.mark.parametrize("gate", ["density", "density (ODE sampler)", "classifier"])
+@pytest.mark.parametrize("gate", ["density", "density-ode", "classifier"])
 def test_gates_equal_the_core(server, core, gate):
     from unlearnkit.compose.density import DensityGate
     from unlearnkit.compose.gate_model import ClassifierGate, load_gate

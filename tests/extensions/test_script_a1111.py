@@ -4,6 +4,7 @@ classes checked fast and without the webui, img2img (which the tiny world cannot
 hook restored when sampling fails at a chosen step, the loaded checkpoint never copied, the cond cache cleared
 exactly when the encoder changes (counted encoder calls), the refresh button, the panel's paste fields."""
 import inspect
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -108,7 +109,8 @@ def test_img2img_mixes_from_the_init_latent_like_the_core(world):
     test_a1111_real.py shows the webui's own error), so the mixture from an init latent is checked here."""
     init = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3)) * 2.0  # noised init latent
     p = standin.StableDiffusionProcessing(world.sd_model, "seven")
-    world.script.process(p, *panel.to_controls(mix(("a.safetensors", 0.75), ("b.safetensors", 0.25))))
+    settings = replace(mix(("a.safetensors", 0.75), ("b.safetensors", 0.25)), evaluate="every-shard")
+    world.script.process(p, *panel.to_controls(settings))
     p.setup_conds()
     out = p.sample(init.clone())
     composed = ComposedUNet([world.unets["a"], world.unets["b"]], ["a", "b"],
@@ -172,7 +174,8 @@ def test_panel_controls_paste_back_and_carry_over_to_img2img(world):
     assert len(world.controls) == len(panel.control_names())
     checkpoints = ["None", "a.safetensors", "b.safetensors", "base.safetensors"]
     assert world.controls[1].kwargs["choices"] == checkpoints
-    assert world.controls[-2].kwargs["choices"] == ["None", "erased.safetensors"]
+    encoder = world.controls[panel.control_names().index("text encoder")]
+    assert encoder.kwargs["choices"] == ["None", "erased.safetensors"]
     settings = panel.PanelSettings(enabled=True, shards=(("b.safetensors", 0.4), ("a.safetensors", 0.6)),
                                    gate="density", prune_eps=0.02, text_encoder="erased.safetensors",
                                    slug_patches=("seven.safetensors",))

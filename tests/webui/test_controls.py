@@ -17,16 +17,23 @@ def test_every_control_has_one_spec_in_settings_order():
 
 
 def test_a_control_added_in_settings_is_built_without_script_edits(monkeypatch):
-    extra = {"name": "evaluate", "kind": "dropdown", "label": "Evaluate", "value": "every shard",
-             "choices": ("every shard", "per sample", "fast")}
-    monkeypatch.setattr(panel, "EXTRA_CONTROLS", (extra,))
-    with pytest.raises(ValueError, match=r"not in settings.control_names\(\): \['evaluate'\]"):
+    extra = {"name": "sampler", "kind": "dropdown", "label": "Sampler", "value": "a", "choices": ("a", "b")}
+    monkeypatch.setattr(panel, "EXTRA_CONTROLS", (*panel.EXTRA_CONTROLS, extra))
+    with pytest.raises(ValueError, match=r"not in settings.control_names\(\): \['sampler'\]"):
         controls.panel_specs()
     names = panel.control_names()
-    monkeypatch.setattr(panel, "control_names", lambda max_shards=panel.MAX_SHARDS: [*names, "evaluate"])
+    monkeypatch.setattr(panel, "control_names", lambda max_shards=panel.MAX_SHARDS: [*names, "sampler"])
     spec = controls.panel_specs()[-1]
-    assert spec.name == "evaluate" and controls.choices_of(spec, {}) == ["every shard", "per sample", "fast"]
-    assert controls.paste_names()[-1] == controls.paste_name("evaluate")
+    assert spec.name == "sampler" and controls.choices_of(spec, {}) == ["a", "b"]
+    assert controls.paste_names()[-1] == controls.paste_name("sampler")
+
+
+def test_the_panel_offers_the_evaluate_modes_with_fast_as_default():
+    specs = {s.name: s for s in controls.panel_specs()}
+    assert controls.choices_of(specs["evaluate"], {}) == ["fast", "per-sample", "every-shard"]
+    assert specs["evaluate"].value == "fast" and specs["fast sigma"].kind == "slider"
+    settings = panel.from_controls([s.value for s in controls.panel_specs()])
+    assert settings.evaluation.mode == "fast" and settings.prune_eps == panel.DEFAULT_EPS
 
 
 def test_bad_specs_and_file_choices():

@@ -46,7 +46,7 @@ def test_the_attribution_plot_is_appended_with_its_infotext(webui):
     gen = plan(webui, shards=(("slanted.safetensors", 0.5), ("bold.safetensors", 0.5)))
     composer = gen.runs.composer_for(torch.randn(2, 4, 8, 8), torch.full((2,), 5.0), 1)
     for sigma in (5.0, 1.0):
-        composer(torch.randn(2, 4, 8, 8), torch.full((2,), sigma), lambda i, x, s: x * 0 + i)
+        composer(torch.randn(2, 4, 8, 8), torch.full((2,), sigma), lambda i, x, s, rows: x * 0 + i)
     processed = SimpleNamespace(images=[Image.new("RGB", (16, 16))], infotexts=["info"])
     attribution_output(gen, processed)
     assert len(processed.images) == 2 and processed.images[1].width > 200

@@ -95,7 +95,7 @@ def test_a1111_mixture_offloaded_or_not_gives_the_same_prediction(tmp_path, lowv
                           runs=ComposerRuns(names, lambda: StaticGate(names, [0.25, 0.75])))
     cache = FileCache()
     unet, mixer = a1111_mixture(gen, sd_model, cache)
-    assert unet is base and all(isinstance(f, OffloadedShard) == lowvram for f in mixer.shard_forwards)
+    assert unet is base and all(isinstance(f, OffloadedShard) == lowvram for f in mixer.forwards)
     x, t = torch.randn(2, 4, 8, 8), torch.tensor([500.0, 500.0])
     with torch.no_grad():
         out = mixer(x, t)

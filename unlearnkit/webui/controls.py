@@ -50,8 +50,8 @@ def panel_rows(max_shards: int = panel.MAX_SHARDS) -> list[list[ControlSpec]]:
     gate = [
         ControlSpec("gate", "dropdown", "Gate", "static", tuple(panel.GATES)),
         ControlSpec("gate file", "dropdown", "Gate file (classifier)", panel.NONE, (panel.NONE,), "gates"),
-        ControlSpec("prune eps", "slider", "Prune ε (skip shards below)", 0.0, maximum=panel.MAX_PRUNE_EPS,
-                    step=0.005),
+        ControlSpec("prune eps", "slider", "Prune ε (skip shards below)", panel.DEFAULT_EPS,
+                    maximum=panel.MAX_PRUNE_EPS, step=0.005),
         ControlSpec("plot", "checkbox", "Attribution plot in outputs", True),
         *(ControlSpec(**spec) for spec in panel.EXTRA_CONTROLS),
     ]

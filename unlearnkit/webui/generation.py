@@ -46,7 +46,8 @@ def plan_mixture(gen: Generation, checkpoints: Mapping[str, str | os.PathLike],
         net = files.get(panel_file(models_path, "gates", s.gate_file), load_gate)
     names = gate_names(gen.names, net.config.names) if net is not None else gen.names
     weights = [w for _, w in active]
-    gen.runs = ComposerRuns(gen.names, lambda: build_gate(s.gate, names, weights, net), s.prune_eps)
+    gen.runs = ComposerRuns(gen.names, lambda: build_gate(s.gate, names, weights, net, "gate file"),
+                            evaluation=s.evaluation)
 
 
 def attribution_output(gen: Generation | None, processed: Any) -> None:
