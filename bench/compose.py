@@ -99,18 +99,9 @@ def forgetting(retrain_probe_steps: int) -> dict:
     from unlearnkit.tinyworld.train import unet_inputs
     from unlearnkit.tinyworld.trainers import train_unet
 
-    shards = store.load_shards("split")
-    shard_set = ShardSet(
-        tuple(
-            Shard(
-                n,
-                u,
-                source=str(store.unet_path(f"split/{n}")),
-                sha256=io.file_sha256(store.unet_path(f"split/{n}")),
-            )
-            for n, u in shards.items()
-        )
-    )
+    paths = {n: store.unet_path(f"split/{n}") for n in shard_names("split")}
+    shard_set = ShardSet(tuple(Shard(n, store.load_unet(f"split/{n}"), source=str(path),
+                                     sha256=io.file_sha256(path)) for n, path in paths.items()))
     t0 = time.perf_counter()
     rest, record = shard_set.forget("split3", reason="bench")
     composed({s.name: s.model for s in rest}, StaticGate(rest.names, rest.priors))
@@ -124,16 +115,8 @@ def forgetting(retrain_probe_steps: int) -> dict:
     def seconds_per_step(batch: int) -> float:
         unet = store.load_unet("base")
         t0 = time.perf_counter()
-        train_unet(
-            unet,
-            latents_of(vae, data.images),
-            data,
-            text_states,
-            retrain_probe_steps,
-            0,
-            "retrain probe",
-            batch=batch,
-        )
+        train_unet(unet, latents_of(vae, data.images), data, text_states, retrain_probe_steps, 0,
+                   "retrain probe", batch=batch)
         return (time.perf_counter() - t0) / retrain_probe_steps
 
     retrain_paragon = seconds_per_step(64) * cfg["paragon"]
@@ -235,21 +218,24 @@ def speed(te, vae, judges, real, k: int, steps: int, gate_steps: int, out_dir: P
     )
     out["speed_ratio_4"] = med[best] / med["one_model"] if best else None
     out["speed_ratio_4_variant"] = best
-    # gate overhead: one gate call vs one UNet call on the same CFG batch
-    x = torch.randn(2 * len(prompts), 4, 8, 8)
-    ctx = torch.randn(2 * len(prompts), 77, 64)
-    gate = ClassifierGate(net, list(shards), [1] * 4)
+    out["gate_overhead"] = gate_overhead(ClassifierGate(net, list(shards), [1] * 4), one, len(prompts))
+    return out
+
+
+def gate_overhead(gate: ClassifierGate, unet, batch: int, calls: int = 5) -> float:
+    """One gate call ÷ one UNet call on the same CFG batch."""
+    x = torch.randn(2 * batch, 4, 8, 8)
+    ctx = torch.randn(2 * batch, 77, 64)
     with torch.no_grad():
         t0 = time.perf_counter()
-        for _ in range(5):
-            gate(x[: len(prompts)], torch.full((len(prompts),), 2.0))
-        g = (time.perf_counter() - t0) / 5
+        for _ in range(calls):
+            gate(x[:batch], torch.full((batch,), 2.0))
+        g = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for _ in range(5):
-            one(x, 500, encoder_hidden_states=ctx)
-        u = (time.perf_counter() - t0) / 5
-    out["gate_overhead"] = g / u
-    return out
+        for _ in range(calls):
+            unet(x, 500, encoder_hidden_states=ctx)
+        u = time.perf_counter() - t0
+    return g / u
 
 
 def adding_a_shard(vae, gate_steps: int, out_dir: Path) -> dict:

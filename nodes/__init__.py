@@ -3,14 +3,9 @@
 Node files hold node classes only; their helpers sit beside them and are imported one way
 (node module -> helper module, never back).
 """
+from .compose.attribution_node import ShardAttributionNode
 from .compose.gate_nodes import LoadShardGateNode, TrainShardGateNode
-from .compose.shard_nodes import (
-    ComposeShardsNode,
-    ForgetShardNode,
-    RestrictShardsNode,
-    ShardAttributionNode,
-    ShardNode,
-)
+from .compose.shard_nodes import ComposeShardsNode, ForgetShardNode, RestrictShardsNode, ShardNode
 from .erase import SwapTextEncoderNode
 from .tinyworld import LoadTinyWorldNode, TinyWorldImagesNode
 from .unlearn.slug_nodes import ApplySlugPatchNode, SlugUnlearnNode

@@ -7,9 +7,11 @@ rename in the same folder) and never replace an existing file unless asked.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import pickle
+import struct
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -99,8 +101,11 @@ def check_finite(tensors: Mapping[str, torch.Tensor], what: str) -> None:
     for key, value in tensors.items():
         if not value.is_floating_point() or value.numel() == 0:
             continue
-        # min/max propagate NaN and expose ±inf; one reduction pass, ~10x faster than isfinite().all()
-        if not all(torch.isfinite(extreme) for extreme in torch.aminmax(value)):
+        # min/max propagate NaN and expose ±inf; one reduction pass, ~10x faster than isfinite().all().
+        # torch.aminmax has no fp16 CPU kernel before torch 2.2 (AUTOMATIC1111 pins 2.1.2) and none for fp8:
+        # reduce those in fp32, which holds every fp16 / bf16 / fp8 value, ±inf and NaN exactly
+        exact = value if value.dtype in (torch.float32, torch.float64) else value.float()
+        if not all(torch.isfinite(extreme) for extreme in torch.aminmax(exact)):
             raise ValueError(f"{what}: tensor {key!r} contains NaN or inf")
 
 
@@ -131,22 +136,69 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], overwrit
     return path
 
 
+# safetensors' dtype names (the format's spec); anything else is refused naming the tensor
+SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+    **{getattr(torch, n): code for n, code in (("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2"))
+       if hasattr(torch, n)},
+}
+
+
+def safetensors_header(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """The length-prefixed JSON header of a safetensors file holding ``tensors`` in name order.
+
+    Metadata keys sorted, compact JSON, padded with spaces to 8 bytes (the format's alignment): the same
+    tensors and metadata always give the same bytes. (safetensors' own writer keeps metadata in a hash map,
+    so its order, the file's SHA-256 and the webui's "Model hash" varied between identical exports.)
+    """
+    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
+    offset = 0
+    for name in sorted(tensors):
+        value = tensors[name]
+        if value.dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"tensor {name!r}: dtype {value.dtype} cannot be stored in safetensors")
+        size = value.numel() * value.element_size()
+        header[name] = {"dtype": SAFETENSORS_DTYPES[value.dtype], "shape": list(value.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def tensor_bytes(value: torch.Tensor) -> memoryview:
+    """The little-endian bytes of a CPU tensor in row-major order, without a copy when it is contiguous."""
+    flat = value.detach().cpu().contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                      metadata: Mapping[str, str]) -> None:
+    """Write a safetensors file directly: the header, then each tensor's bytes in name order (streamed)."""
+    with open(path, "wb") as f:
+        f.write(safetensors_header(tensors, metadata))
+        for name in sorted(tensors):
+            f.write(tensor_bytes(tensors[name]))
+
+
 def save_safetensors(
     path: str | os.PathLike,
     tensors: Mapping[str, torch.Tensor],
     metadata: Mapping[str, str] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write tensors (+ string metadata) as safetensors, atomically."""
-    from safetensors.torch import save_file
-
+    """Write tensors (+ string metadata) as safetensors, atomically; equal inputs give equal bytes."""
     bad = {k: type(v).__name__ for k, v in (metadata or {}).items() if not isinstance(v, str)}
     if bad:
         raise ValueError(f"metadata: values must be strings, got {bad}")
-    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return atomic_write(
-        path, lambda tmp: save_file(flat, tmp, metadata=dict(metadata or {})), overwrite=overwrite
-    )
+    bad_names = [k for k in tensors if not isinstance(k, str) or k == "__metadata__"]
+    if bad_names:
+        raise ValueError(f"tensors: names must be strings other than '__metadata__', got {bad_names}")
+    flat = {k: v.detach() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: write_safetensors(tmp, flat, dict(metadata or {})),
+                        overwrite=overwrite)
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping, overwrite: bool = True) -> Path:

@@ -1,14 +1,14 @@
 """Shards that are clones of one module (LoRAs on one checkpoint): their weight patches at forward time.
 
 Clones share weights (ARCHITECTURE.md, host adapters): ComfyUI keeps one set of patched weights per module.
-Per
-module, one shard (the *carrier*) is loaded with its patches as usual; every other clone adds
-ΔW = W_shard − W_carrier at forward time through hooks on the patched layers while that shard is
-evaluated (unlearnkit/compose/forward_deltas.py) — never by re-patching the module's weights. Patch entries
-the two
-share cancel; plain LoRA entries stay low-rank (two thin matmuls per layer, no dense ΔW); any
-other patch type ComfyUI knows (diff, LoCon mid, LoHa, LoKr, DoRA, ...) becomes a dense ΔW
-computed once per composition from the unpatched weights W0 with ComfyUI's own calculate_weight.
+Per module, one patcher is loaded as usual: for the composed model's own module the composed base (with no
+weight patches when its shards' patches differ, comfy_models.composed_base), for any other module its first
+shard (the *carrier*). Every shard whose patches differ from that holder's adds ΔW = W_shard − W_holder at
+forward time through hooks on the patched layers while it is evaluated (unlearnkit/compose/forward_deltas.py)
+— never by re-patching the module's weights. Patch entries the two share cancel; plain LoRA entries stay
+low-rank (two thin matmuls per layer, no dense ΔW); any other patch type ComfyUI knows (diff, LoCon mid,
+LoHa, LoKr, DoRA, ...) becomes a dense ΔW computed once per composition from the unpatched weights W0 with
+ComfyUI's own calculate_weight.
 
 ComfyUI is imported only inside functions.
 """
@@ -212,28 +212,43 @@ def effective_patcher(model: torch.nn.Module, loaded: Any) -> Any:
 
 
 class CloneDeltas:
-    """Per shard: the carrier of its module (first shard of that module) and its lazily computed Δ."""
+    """Per shard: the patcher whose weights its module holds (the composed ``base`` for the base's module,
+    else the first shard of that module, its *carrier*) and its lazily computed Δ from it."""
 
-    def __init__(self, names: Sequence[str], patchers: Sequence[Any]) -> None:
+    def __init__(self, names: Sequence[str], patchers: Sequence[Any], base: Any = None) -> None:
         self.patchers = tuple(patchers)
-        self.carrier: list[int] = []
+        self.base = base
+        self.carrier: list[int] = []  # index of the shard whose weights the module holds; -1: the base
         for i, p in enumerate(patchers):
             first = next(j for j in range(i + 1) if patchers[j].model is p.model)
-            self.carrier.append(first)
-            if first != i and not same_weight_patches(patchers[first], p):
-                check_supported((names[first], names[i]), patchers[first], p)
+            self.carrier.append(-1 if base is not None and p.model is base.model else first)
+            ref = self.holder(i)
+            if ref is not p and not same_weight_patches(ref, p):
+                check_supported((names[first], names[i]), ref, p)
         self._cache: dict[
             tuple[int, Any], dict[str, LayerDelta]
         ] = {}  # (shard, reference's patches_uuid) -> deltas
 
+    def holder(self, i: int) -> Any:
+        """The patcher ComfyUI loads for shard i's module: the composed base or the module's carrier."""
+        return self.base if self.carrier[i] == -1 else self.patchers[self.carrier[i]]
+
+    def holders(self) -> list[Any]:
+        """Each distinct module's holder once."""
+        out: list[Any] = []
+        for i in range(len(self.patchers)):
+            if all(h is not self.holder(i) for h in out):
+                out.append(self.holder(i))
+        return out
+
     @property
     def has_clones(self) -> bool:
-        return any(c != i for i, c in enumerate(self.carrier))
+        return any(self.holder(i) is not p for i, p in enumerate(self.patchers))
 
     def reference(self, i: int) -> Any:
         """The patcher whose weights shard i's module holds when shard i runs: an enclosing shard's, else its
-        carrier's."""
-        return effective_patcher(self.patchers[i].model, self.patchers[self.carrier[i]])
+        holder's."""
+        return effective_patcher(self.patchers[i].model, self.holder(i))
 
     @contextlib.contextmanager
     def applied(self, i: int, device: torch.device) -> Iterator[None]:

@@ -6,6 +6,8 @@ dict``
 and binds ``world, comfy_run = suite_fixtures(__name__)``. Worlds are built once per session. The first
 module to ask runs every module's graphs, in SUITE order (graphs may rely on files earlier ones wrote), in
 one child per engine; each module then sees only its own results, under its own graph names.
+``UNLEARNKIT_COMFY_SUITE=test_compose,test_compose_gates`` (comma-separated) runs only those modules' graphs
+(in SUITE order; include the modules whose files yours read); the others' tests then fail with a message.
 """
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ import pytest
 from comfy_harness import EngineRun, run_graphs
 
 HERE = Path(__file__).resolve().parent
-SUITE = ("test_compose", "test_compose_gates", "test_tinyworld", "test_compose_workflows",
+SUITE = ("test_compose", "test_compose_clones", "test_compose_gates", "test_compose_gate_files",
+         "test_compose_evaluate", "test_compose_engine", "test_tinyworld", "test_compose_workflows",
          "test_erase_nodes", "test_unlearn_nodes")
 SEPARATOR = "."
+SELECT_ENV = "UNLEARNKIT_COMFY_SUITE"
 FOLDERS_ENV = "UNLEARNKIT_TEST_MODEL_FOLDERS"  # read by the fixture pack (fixture_nodes/clip_fixtures.py)
 _WORLDS: dict[str, dict] = {}
 _RUNS: dict[str, EngineRun] = {}
@@ -43,9 +47,18 @@ def world(name: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     return _WORLDS[name]
 
 
+def members() -> tuple[str, ...]:
+    """The SUITE modules whose graphs run: all, or those named by $UNLEARNKIT_COMFY_SUITE."""
+    wanted = [m.strip() for m in os.environ.get(SELECT_ENV, "").split(",") if m.strip()]
+    unknown = sorted(set(wanted) - set(SUITE))
+    if unknown:
+        raise pytest.UsageError(f"{SELECT_ENV}: unknown {unknown}; known: {list(SUITE)}")
+    return tuple(m for m in SUITE if m in wanted) if wanted else SUITE
+
+
 def _run_suite(engine: str, tmp_path_factory: pytest.TempPathFactory) -> EngineRun:
     graphs, folders = {}, []
-    for member in SUITE:
+    for member in members():
         member_world = world(member, tmp_path_factory)
         folders.append(member_world.get("folders", ""))
         graphs.update(
@@ -63,6 +76,8 @@ def module_run(engine: str, name: str, tmp_path_factory: pytest.TempPathFactory)
     """Module ``name``'s view of the shared run: its results by its own graph names."""
     if engine not in _RUNS:
         _RUNS[engine] = _run_suite(engine, tmp_path_factory)
+    if name.rpartition(".")[2] not in members():
+        raise RuntimeError(f"{name}: its graphs did not run; add it to ${SELECT_ENV} or unset it")
     whole, prefix = _RUNS[engine], name.rpartition(".")[2] + SEPARATOR
     mine = {k[len(prefix):]: v for k, v in whole.results.items() if k.startswith(prefix)}
     return EngineRun(whole.engine, whole.version, mine, whole.log)

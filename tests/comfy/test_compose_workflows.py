@@ -67,8 +67,11 @@ def judge(kind: str, images: np.ndarray) -> list[int]:
         return store.load_judge(kind)(x).argmax(1).tolist()
 
 
-def test_every_compose_example_is_covered():
+def test_every_compose_example_is_covered_and_evaluates_fast():
     assert {p.name for p in WORKFLOWS.glob("*compose*.json")} == {SLIDER, GATED}
+    for name in (SLIDER, GATED):
+        compose = [n for n in load(name)["nodes"] if n["type"] == "UnlearnKitComposeShards"]
+        assert [n["widgets_values"][2] for n in compose] == ["fast"], name  # gate, prune_eps, evaluate, ...
 
 
 def test_slider_mix_workflow_draws_the_prompted_digit(comfy_run):

@@ -2,18 +2,14 @@
 import pytest
 import torch
 
-from unlearnkit.compose.composer import Composer, prune, renormalise
+from unlearnkit.compose.composer import Composer
 from unlearnkit.compose.gates import StaticGate
+from unlearnkit.compose.routing import prune, renormalise
 from unlearnkit.compose.sampling import karras_sigmas, sample_euler_ancestral
-from unlearnkit.compose.toy import GaussianShard, energy_distance, exact_posterior, joint_score, sample_joint
+from unlearnkit.compose.toy import energy_distance, exact_posterior, joint_score, sample_joint, three_shards
 
 NAMES = ["a", "b", "c"]
-PRIORS = torch.tensor([0.5, 0.3, 0.2])
-SHARDS = [
-    GaussianShard(torch.tensor([-2.0, 0.0]), 0.3),
-    GaussianShard(torch.tensor([2.0, 0.0]), 1.0),
-    GaussianShard(torch.tensor([0.0, 3.0]), 0.6),
-]
+PRIORS, SHARDS = three_shards()
 
 
 class ExactGate:
@@ -25,7 +21,7 @@ class ExactGate:
         return exact_posterior(SHARDS, PRIORS, x, sigma)
 
 
-def evaluate(i, x, sigma):
+def evaluate(i, x, sigma, rows=None):
     return SHARDS[i].denoise(x, sigma)
 
 
@@ -57,7 +53,7 @@ def test_gated_sampling_matches_joint_and_naive_averaging_does_not():
 def test_same_weights_for_cond_and_uncond_chunks():
     seen = {}
 
-    def evaluate_chunked(i, x, sigma):
+    def evaluate_chunked(i, x, sigma, rows):
         seen[i] = x.shape[0]
         out = SHARDS[i].denoise(x, sigma)
         out[4:] = out[4:] * 0 + i  # "uncond" half predicts a constant per shard
@@ -84,7 +80,7 @@ def test_prune_skips_negligible_shards_and_renormalises():
 def test_pruned_shards_are_not_evaluated():
     calls = []
 
-    def counting(i, x, sigma):
+    def counting(i, x, sigma, rows):
         calls.append(i)
         return evaluate(i, x, sigma)
 
@@ -94,7 +90,7 @@ def test_pruned_shards_are_not_evaluated():
 
 
 def test_nan_from_one_shard_is_named():
-    def broken(i, x, sigma):
+    def broken(i, x, sigma, rows):
         out = evaluate(i, x, sigma)
         return out * float("nan") if i == 1 else out
 
@@ -120,20 +116,34 @@ def test_per_sample_route_evaluates_each_shard_only_where_it_matters():
 def test_per_sample_route_without_pruning_is_exact():
     x = torch.randn(16, 2)
     s = torch.full((16,), 0.7)
-    routed = Composer(NAMES, ExactGate(), route="sample")(x, s, lambda i, x, sg, rows: evaluate(i, x, sg))
+    routed = Composer(NAMES, ExactGate(), route="sample")(x, s, evaluate)
     assert torch.allclose(routed, Composer(NAMES, ExactGate())(x, s, evaluate), atol=1e-5)
 
 
 def test_one_shard_per_sample_above_mc_sigma_is_unbiased():
-    x = torch.tensor([[0.5, 1.0]]).repeat(4000, 1)
-    s = torch.full((4000,), 3.0)
-    composer = Composer(NAMES, ExactGate(), mc_sigma=1.0, generator=torch.Generator().manual_seed(0))
-    out = composer(x, s, lambda i, x, sg, rows: evaluate(i, x, sg))
-    assert composer.history[-1].evaluated == 4000  # one model's cost
-    full = Composer(NAMES, ExactGate())(x[:1], s[:1], evaluate)
-    standard_error = out.std(0) / 4000**0.5
-    assert ((out.mean(0) - full[0]).abs() < 4 * standard_error).all()
-    assert out.std(0).max() > 0.01  # really one shard per sample, not the mix
+    x = torch.tensor([[0.5, 1.0], [-1.0, 2.0]])
+    s = torch.full((2,), 3.0)
+    outs = []
+    for seed in range(3000):
+        composer = Composer(NAMES, ExactGate(), mc_sigma=1.0, generator=torch.Generator().manual_seed(seed))
+        outs.append(composer(x, s, evaluate))
+        assert composer.history[-1].evaluated == 2  # one model's cost
+    outs = torch.stack(outs)  # (draws, B, D)
+    full = Composer(NAMES, ExactGate())(x, s, evaluate)
+    standard_error = outs.std(0) / len(outs) ** 0.5
+    assert ((outs.mean(0) - full).abs() < 4 * standard_error).all()
+    assert outs.std(0).max() > 0.01  # really one shard per sample, not the mix
+
+
+def test_coupled_draws_keep_each_samples_odds_and_share_shards():
+    from unlearnkit.compose.routing import draw_one_hot
+
+    w = torch.tensor([[0.2, 0.5, 0.3], [0.25, 0.45, 0.3], [0.7, 0.1, 0.2]])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([draw_one_hot(w, g) for _ in range(4000)]).float()  # (draws, B, N)
+    assert torch.allclose(draws.mean(0), w, atol=0.03)
+    alike = (draws[:, 0] == draws[:, 1]).all(dim=1).float().mean()
+    assert alike > 0.9  # samples with alike weights mostly pick the same shard: few calls per step
 
 
 def test_density_gate_with_mc_routing_is_refused():

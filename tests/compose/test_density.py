@@ -5,19 +5,13 @@ import torch
 from unlearnkit.compose.composer import Composer
 from unlearnkit.compose.density import DensityGate, ito_increment, score_from_x0
 from unlearnkit.compose.sampling import karras_sigmas, sample_euler, sample_euler_ancestral
-from unlearnkit.compose.toy import GaussianShard, energy_distance, exact_posterior, sample_joint
+from unlearnkit.compose.toy import energy_distance, exact_posterior, sample_joint, three_shards
 
 NAMES = ["left", "right", "top"]
-PRIORS = torch.tensor([0.5, 0.3, 0.2])
-# unequal spreads, so the divergence term differs between shards and matters for ODE paths
-SHARDS = [
-    GaussianShard(torch.tensor([-2.0, 0.0]), 0.3),
-    GaussianShard(torch.tensor([2.0, 0.0]), 1.0),
-    GaussianShard(torch.tensor([0.0, 3.0]), 0.6),
-]
+PRIORS, SHARDS = three_shards()
 
 
-def evaluate(i, x, sigma):
+def evaluate(i, x, sigma, rows=None):
     return SHARDS[i].denoise(x, sigma)
 
 
@@ -103,3 +97,13 @@ def test_cond_and_uncond_evaluated_apart_add_each_step_once():
         return gate(x, torch.full((8,), 0.2))
 
     assert torch.allclose(path(split=True), path(split=False), atol=1e-6)
+
+
+def test_ode_probe_directions_follow_the_path_not_torchs_global_generator():
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(3))
+    probes = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)  # whatever else used the global generator before
+        probes.append(DensityGate(NAMES, [1, 1, 1], ode=True).probe(x)[0])
+    assert torch.equal(probes[0], probes[1])
+    assert DensityGate(NAMES, [1, 1, 1]).probe(x) is None  # the SDE form needs no probe

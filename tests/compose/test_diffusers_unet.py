@@ -4,13 +4,12 @@ import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
 
 from unlearnkit import io
-from unlearnkit.compose.diffusers_unet import (
-    ComposedUNet,
-    load_shard_unet,
-    prediction_to_x0,
-    x0_to_prediction,
-)
+from unlearnkit.compose.diffusers_unet import ComposedUNet, load_shard_unet
 from unlearnkit.compose.gates import StaticGate
+from unlearnkit.compose.prediction import prediction_to_x0
+from unlearnkit.compose.reference import reference_x0
+from unlearnkit.compose.routing import Evaluation
+from unlearnkit.compose.schedules import sigma_to_t, sigmas_of, vp_from_ve
 
 ACP = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod
 
@@ -40,13 +39,6 @@ def run(unet, x, t=400, ctx=None):
     ctx = torch.randn(x.shape[0], 3, 32, generator=torch.Generator().manual_seed(5)) if ctx is None else ctx
     with torch.no_grad():
         return unet(x, t, encoder_hidden_states=ctx).sample
-
-
-@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
-def test_prediction_x0_roundtrip(kind):
-    x_t, out, abar = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8), torch.tensor([0.9, 0.5, 0.05])
-    back = x0_to_prediction(prediction_to_x0(out, x_t, abar, kind), x_t, abar, kind)
-    assert torch.allclose(back, out, atol=1e-4)
 
 
 def test_one_hot_weights_reproduce_each_shard(unets):
@@ -101,3 +93,23 @@ def test_per_sample_routing_equals_full_evaluation_when_nothing_is_pruned(unets)
     full = run(ComposedUNet([a, b], ["a", "b"], gate, ACP), x, ctx=ctx)
     routed = run(ComposedUNet([a, b], ["a", "b"], gate, ACP, route="sample"), x, ctx=ctx)
     assert torch.allclose(full, routed, atol=1e-5)
+
+
+@pytest.mark.parametrize("evaluation", [Evaluation("every-shard", 0.0), Evaluation("per-sample", 0.3)])
+def test_composed_unet_gives_the_reference_x0_on_a_cfg_batch(unets, evaluation):
+    """diffusers stacks [uncond, cond]; the fractional t of Euler-type schedulers maps through log σ."""
+    a, b = unets
+    g = torch.Generator().manual_seed(2)
+    x, sigma = torch.randn(3, 4, 8, 8, generator=g) * 2, torch.tensor([1.7, 1.7, 1.7])
+    cond, uncond = torch.randn(3, 3, 32, generator=g), torch.randn(3, 3, 32, generator=g)
+    gate = StaticGate(["a", "b"], [1, 2])
+    composed = ComposedUNet([a, b], ["a", "b"], gate, ACP, evaluation=evaluation)
+    t = sigma_to_t(sigma, sigmas_of(ACP).log())  # fractional
+    x_t = vp_from_ve(x, sigma).repeat(2, 1, 1, 1)
+    with torch.no_grad():
+        eps = composed(x_t, t[0], encoder_hidden_states=torch.cat([uncond, cond])).sample
+        x0 = prediction_to_x0(eps, x_t, sigma.repeat(2), "epsilon")
+        forwards = [lambda xt, tt, c, u=u: u(xt, tt, encoder_hidden_states=c).sample for u in (a, b)]
+        expected = reference_x0(forwards, ["a", "b"], gate, x, sigma, [cond, uncond], ACP,
+                                evaluation=evaluation, state="vp")
+    assert torch.allclose(x0[3:], expected[:3], atol=1e-4) and torch.allclose(x0[:3], expected[3:], atol=1e-4)

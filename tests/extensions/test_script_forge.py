@@ -178,8 +178,12 @@ def inputs():
             torch.randn(2, 3, 32, generator=g), torch.randn(2, 3, 32, generator=g))
 
 
-def test_forge_step_equals_the_core_mixture(world):
-    settings = panel.PanelSettings(enabled=True, shards=(("a.safetensors", 0.75), ("b.safetensors", 0.25)))
+@pytest.mark.parametrize("evaluate", ["every-shard", "fast"])
+def test_forge_step_equals_the_core_mixture(world, evaluate):
+    """every-shard: the exact mix; fast (σ = 3 > fast σ): each sample takes ONE shard, drawn from its weights,
+    for cond and uncond alike."""
+    settings = panel.PanelSettings(enabled=True, shards=(("a.safetensors", 0.75), ("b.safetensors", 0.25)),
+                                   evaluate=evaluate)
     p, clone = prepare(world, settings)
     assert clone is not world.base and "model_function_wrapper" not in world.base.model_options
     shard_patchers = clone.extra_model_patchers_during_sampling
@@ -189,14 +193,22 @@ def test_forge_step_equals_the_core_mixture(world):
         out = world.forge.sample(clone.model, x, sigma, uncond, cond, 3.0, clone.model_options)
         x0 = {}
         for which, c in (("cond", cond), ("uncond", uncond)):
-            preds = [
-                s.model.apply_model(x, sigma, c_crossattn=c, transformer_options={}) for s in shard_patchers
-            ]
-            x0[which] = 0.75 * preds[0] + 0.25 * preds[1]
-    expected = x0["uncond"] + (x0["cond"] - x0["uncond"]) * 3.0
+            x0[which] = torch.stack([s.model.apply_model(x, sigma, c_crossattn=c, transformer_options={})
+                                     for s in shard_patchers], dim=1)  # (B, shard, ...)
+    record = p.unlearnkit.runs.runs[0].history[0]
+    assert torch.allclose(record.weights, torch.tensor([[0.75, 0.25]] * 2))
+    used = torch.tensor([[0.75, 0.25]] * 2)
+    if evaluate == "fast":
+        assert record.evaluated == 2  # one shard per sample
+        chosen = [int(torch.argmin(torch.stack([(out[b] - (x0["uncond"][b, i] + (x0["cond"][b, i] -
+                                                x0["uncond"][b, i]) * 3.0)).abs().max() for i in (0, 1)])))
+                  for b in range(2)]
+        used = torch.nn.functional.one_hot(torch.tensor(chosen), 2).float()
+    mix = {k: (used.view(2, 2, 1, 1, 1) * v).sum(dim=1) for k, v in x0.items()}
+    expected = mix["uncond"] + (mix["cond"] - mix["uncond"]) * 3.0
     assert torch.allclose(out, expected, atol=1e-4), (out - expected).abs().max()
     assert p.extra_generation_params["UnlearnKit shard 1"] == "a.safetensors"
-    assert torch.allclose(p.unlearnkit.runs.runs[0].history[0].weights, torch.tensor([[0.75, 0.25]] * 2))
+    assert p.extra_generation_params["UnlearnKit evaluate"] == evaluate
 
 
 def test_forge_loaded_checkpoint_is_evaluated_through_the_host_apply_model(world):
@@ -222,7 +234,7 @@ def test_forge_refuses_to_sample_when_the_mixture_cannot_be_built(world, monkeyp
     x, sigma, cond, uncond = inputs()
     with pytest.raises(RuntimeError, match="UnlearnKit: shard 'a.safetensors'"):
         world.forge.sample(clone.model, x, sigma, uncond, cond, 3.0, clone.model_options)
-    Path(world.module.checkpoint_path(standin.sys.modules["modules.sd_models"], "b.safetensors")).unlink()
+    Path(world.module.checkpoints(standin.sys.modules["modules.sd_models"])["b.safetensors"]).unlink()
     p, _ = prepare(world, settings)  # fails in process (the file is gone): Forge's p.sample refuses
     with pytest.raises(RuntimeError, match="UnlearnKit: .*b.safetensors"):
         p.sample()

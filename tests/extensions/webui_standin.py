@@ -1,5 +1,11 @@
 """LABELLED STAND-IN of the few webui objects the UnlearnKit script touches — not webui code.
 
+Used only for what the real webuis cannot run here: the real AUTOMATIC1111 v1.10.1 runs end to end over
+HTTP (test_a1111_real.py), but cannot run img2img on the tiny world (VAE factor 2), cannot be interrupted at
+a chosen sampling step, and does not expose how often it computes conds; Forge is present only as its
+backend code, not its processing and UI (test_script_forge.py). Fast checks of the webui's
+script-registration rule and of the panel's paste fields use it too.
+
 Each class restates only the contract the glue relies on, naming where the real one lives in
 AUTOMATIC1111/stable-diffusion-webui (and lllyasviel/stable-diffusion-webui-forge, same names):
 ``modules.scripts.Script`` / ``AlwaysVisible``, ``modules.shared`` (``models_path``, ``sd_model``),

@@ -1,5 +1,5 @@
 """unlearnkit/webui/mixing.py: Forge wrapper (VE x0) and A1111 forward (VP eps/v) give the core Composer's
-mix."""
+mix; the panel's settings choose the gate and the evaluate mode."""
 
 import pytest
 import torch
@@ -7,17 +7,12 @@ from diffusers import UNet2DConditionModel
 
 from unlearnkit.compose.composer import Composer
 from unlearnkit.compose.density import DensityGate
-from unlearnkit.compose.diffusers_unet import prediction_to_x0
 from unlearnkit.compose.gates import StaticGate
-from unlearnkit.webui.mixing import (
-    ComposerRuns,
-    VEMixture,
-    VPMixture,
-    build_gate,
-    group_rows,
-    sigma_at,
-    split_chunks,
-)
+from unlearnkit.compose.prediction import prediction_to_x0
+from unlearnkit.compose.routing import Evaluation
+from unlearnkit.compose.schedules import sigmas_of, t_to_sigma
+from unlearnkit.webui.mixing import ComposerRuns, VEMixture, VPMixture, build_gate, runs_for
+from unlearnkit.webui.settings import PanelSettings
 
 BETAS = torch.linspace(0.00085**0.5, 0.012**0.5, 1000) ** 2
 ACP = torch.cumprod(1 - BETAS, 0)  # SD's scaled-linear schedule, as sd_model.alphas_cumprod
@@ -51,40 +46,6 @@ def unets():
     return tiny_unet(0), tiny_unet(1)
 
 
-def k_diffusion_sigma_to_t(sigma):
-    """k-diffusion CompVisDenoiser.sigma_to_t (restated): the t A1111 hands the UNet for a sampler sigma."""
-    log_sigmas = (((1 - ACP) / ACP) ** 0.5).log()
-    dists = sigma.log() - log_sigmas[:, None]
-    low = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=log_sigmas.shape[0] - 2)
-    w = ((log_sigmas[low] - sigma.log()) / (log_sigmas[low] - log_sigmas[low + 1])).clamp(0, 1)
-    return (1 - w) * low + w * (low + 1)
-
-
-def test_sigma_at_inverts_k_diffusion_and_is_exact_on_integers():
-    t = torch.tensor([0.0, 10.0, 999.0])
-    assert torch.allclose(sigma_at(ACP, t), ((1 - ACP[[0, 10, 999]]) / ACP[[0, 10, 999]]) ** 0.5)
-    sigma = torch.tensor([0.05, 1.3, 7.7, 14.0])
-    assert torch.allclose(sigma_at(ACP, k_diffusion_sigma_to_t(sigma)), sigma, rtol=1e-4)
-
-
-def test_group_rows_a1111_layouts():
-    x = torch.randn(2, 4, 8, 8)
-    perm, k = group_rows(torch.cat([x, x]))  # cond rows, then uncond rows
-    assert k == 2 and perm.tolist() == [0, 1, 2, 3]
-    stacked = torch.cat([x[0:1], x[0:1], x[1:2], x[1:2], x])  # AND prompts: 2 parts each, then uncond
-    perm, k = group_rows(torch.cat([stacked[:4], x]))
-    assert k == 3 and torch.equal(torch.cat([stacked[:4], x])[perm], torch.cat([x, x, x]))
-    assert group_rows(torch.cat([x[0:1], x[0:1], x[1:2], x])) is None  # uneven repeats
-
-
-def test_split_chunks_forge_marks():
-    x = torch.zeros(4, 1)
-    assert split_chunks(x, [1, 0]) == (2, 1)
-    assert split_chunks(x, [1]) == (1, None)
-    assert split_chunks(x, None) == (1, 0)
-    assert split_chunks(torch.zeros(3, 1), [0, 1]) == (1, None)
-
-
 def vp_inputs(seed=3, batch=2):
     g = torch.Generator().manual_seed(seed)
     x, ctx = torch.randn(batch, 4, 8, 8, generator=g), torch.randn(batch, 3, 32, generator=g)
@@ -108,16 +69,10 @@ def test_vp_mixture_equals_composer_on_the_same_inputs(unets, prediction):
     # same weights on the same (x_t, t): the convex mix of x0 is the convex mix of eps / v
     assert torch.allclose(out, 0.7 * eps[0] + 0.3 * eps[1], atol=1e-5)
     # and the core Composer, called on the VE pair, agrees
-    sigma = sigma_at(ACP, tin)
-    abar = 1 / (1 + sigma**2)
+    sigma = t_to_sigma(tin, sigmas_of(ACP).log())
     composer = Composer(["a", "b"], StaticGate(["a", "b"], [0.7, 0.3]))
-    x0 = composer(
-        xin / abar.sqrt().view(-1, 1, 1, 1),
-        sigma,
-        lambda i, xv, s: prediction_to_x0(eps[i], xin, abar, prediction),
-        chunks=2,
-    )
-    x0_mix = prediction_to_x0(out, xin, abar, prediction)
+    x0 = composer(xin, sigma, lambda i, *_: prediction_to_x0(eps[i], xin, sigma, prediction), 2, state="vp")
+    x0_mix = prediction_to_x0(out, xin, sigma, prediction)
     assert torch.allclose(x0_mix, x0, atol=1e-4)
     assert len(runs.runs) == 1 and runs.runs[0].history[0].weights.shape == (2, 2)
 
@@ -170,7 +125,7 @@ def test_ve_mixture_uses_host_model_for_none_and_chunks_from_marks():
     expected = ref(
         torch.cat([x, x]),
         torch.cat([sigma, sigma]),
-        lambda i, xi, si: (fake_apply(1.0) if i == 0 else fake_apply(2.0))(xi, si, **c),
+        lambda i, xi, si, rows: (fake_apply(1.0) if i == 0 else fake_apply(2.0))(xi, si, **c),
         chunks=2,
         score_chunk=1,
     )
@@ -197,6 +152,54 @@ def test_ve_mixture_goes_through_an_earlier_wrapper_and_survives_clone_deepcopy(
     assert len(calls) == 2 and torch.allclose(out, 2.0 * x / 3)
 
 
+def test_per_sample_routing_hands_each_shard_only_its_rows_and_their_conds():
+    seen = {}
+
+    def shard(i):
+        def apply_model(x, sigma, c_crossattn=None, transformer_options=None):
+            seen[i] = (x.shape[0], c_crossattn[:, 0, 0].tolist(), transformer_options["sigmas"].tolist())
+            return x * 0 + i
+        return apply_model
+
+    class Split(StaticGate):  # sample 0 -> shard a, sample 1 -> shard b
+        def __call__(self, x, sigma, context=None):
+            return torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+
+    runs = ComposerRuns(["a", "b"], lambda: Split(["a", "b"], [1, 1]), evaluation=Evaluation("per-sample"))
+    rows = torch.arange(4.0)
+    c = {"c_crossattn": rows.view(4, 1, 1).expand(4, 3, 8), "transformer_options": {"sigmas": rows}}
+    args = {"input": torch.zeros(4, 4, 8, 8), "timestep": torch.ones(4), "c": c, "cond_or_uncond": [0, 1]}
+    out = VEMixture(runs, [shard(0), shard(1)])(shard(9), args)
+    assert seen == {0: (2, [0.0, 2.0], [0.0, 2.0]), 1: (2, [1.0, 3.0], [1.0, 3.0])}
+    assert out[:, 0, 0, 0].tolist() == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_a_controlnet_hint_is_never_split_by_rows():
+    seen = []
+
+    def apply_model(x, sigma, c_crossattn=None, control=None, transformer_options=None):
+        seen.append(x.shape[0])
+        return x * 0
+
+    class Split(StaticGate):
+        def __call__(self, x, sigma, context=None):
+            return torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+
+    runs = ComposerRuns(["a", "b"], lambda: Split(["a", "b"], [1, 1]), evaluation=Evaluation("per-sample"))
+    c = {"c_crossattn": torch.zeros(4, 3, 8), "control": object(), "transformer_options": {}}
+    args = {"input": torch.zeros(4, 4, 8, 8), "timestep": torch.ones(4), "c": c, "cond_or_uncond": [0, 1]}
+    VEMixture(runs, [apply_model, apply_model])(apply_model, args)
+    assert seen == [4, 4]  # each shard on every row; its weight is 0 where it was not chosen
+
+
+def test_runs_for_builds_the_panel_gate_and_evaluate_mode():
+    runs = runs_for(PanelSettings(gate="density (ODE sampler)", evaluate="fast"), ["a", "b"], [1, 1])
+    assert runs.tracks_density and runs.new_composer().gate.ode
+    assert runs.evaluation.mode == "per-sample"  # the density gate needs every shard's score
+    runs = runs_for(PanelSettings(evaluate="every-shard", prune_eps=0.0), ["a"], [1])
+    assert runs.new_composer().route == "batch" and runs.new_composer().prune_eps == 0.0
+
+
 def test_composer_runs_start_a_new_run_when_sigma_rises_or_shape_changes():
     runs = ComposerRuns(["a"], lambda: StaticGate(["a"], [1]))
     x = torch.zeros(2, 4, 8, 8)
@@ -207,10 +210,37 @@ def test_composer_runs_start_a_new_run_when_sigma_rises_or_shape_changes():
     assert len({id(first), id(second), id(third)}) == 3 and len(runs.runs) == 3
 
 
-def test_build_gate_kinds():
-    assert isinstance(build_gate("density (ODE sampler)", ["a"], [1]), DensityGate)
-    assert build_gate("density (ODE sampler)", ["a"], [1]).ode
+def test_build_gate_is_the_core_registry_with_the_panel_input_named():
+    assert build_gate("density (ODE sampler)", ["a"], [1]).ode  # infotexts of earlier versions
     with pytest.raises(ValueError, match="gate file"):
         build_gate("classifier", ["a"], [1])
     with pytest.raises(ValueError, match="gate: expected one of"):
         build_gate("magic", ["a"], [1])
+
+
+@pytest.mark.parametrize("mode", ["every-shard", "per-sample", "fast"])
+def test_vp_mixture_gives_the_core_reference_x0(unets, mode):
+    """A1111's call convention (x_t, fractional t, context=...; cond rows first, uncond last) through
+    VPMixture equals reference_x0 with state "vp": the helper the real-A1111 test compares with."""
+    from unlearnkit.compose.gate_model import ClassifierGate, GateConfig, GateNet
+    from unlearnkit.compose.reference import reference_x0
+    from unlearnkit.compose.schedules import sigma_to_t, vp_from_ve
+
+    torch.manual_seed(0)
+    net = GateNet(GateConfig(names=("a", "b"), latent_shape=(4, 8, 8)))
+    with torch.no_grad():
+        net.head.weight.mul_(30.0)
+    evaluation = Evaluation(mode, 0.3, 1.0)
+    g = torch.Generator().manual_seed(6)
+    x, sigma = torch.randn(3, 4, 8, 8, generator=g) * 3, torch.full((3,), 3.0)
+    cond, uncond = torch.randn(3, 3, 32, generator=g), torch.randn(3, 3, 32, generator=g)
+    t = sigma_to_t(sigma, sigmas_of(ACP).log())  # k-diffusion's fractional t
+    x_t = vp_from_ve(x, sigma).repeat(2, 1, 1, 1)
+    runs = ComposerRuns(["a", "b"], lambda: ClassifierGate(net, ["a", "b"], [1, 1]), evaluation=evaluation)
+    with torch.no_grad():
+        mixer = VPMixture(runs, [ldm_forward(u) for u in unets], ACP)
+        eps = mixer(x_t, t.repeat(2), context=torch.cat([cond, uncond]))
+        forwards = [lambda xt, tt, c, u=u: u(xt, tt, encoder_hidden_states=c).sample for u in unets]
+        expected = reference_x0(forwards, ["a", "b"], ClassifierGate(net, ["a", "b"], [1, 1]), x, sigma,
+                                [cond, uncond], ACP, evaluation=evaluation, state="vp")
+    assert torch.allclose(prediction_to_x0(eps, x_t, sigma.repeat(2), "epsilon"), expected, atol=1e-4)

@@ -92,3 +92,44 @@ def test_short_hash_is_the_sha256_prefix(tmp_path):
     f = tmp_path / "m.safetensors"
     f.write_bytes(b"abc")
     assert lib.short_hash(f) == io.file_sha256(f)[:10]
+
+
+def test_a_shard_copy_never_copies_the_base_weights_and_lands_where_asked(tmp_path, monkeypatch):
+    base = TinyUNet()
+    base.register_buffer("steps", torch.arange(3.0))
+    shard = TinyUNet()
+    shard.register_buffer("steps", torch.arange(3.0) + 10)
+    copied = []
+    for cls in (torch.Tensor, nn.Parameter):
+        real = cls.__deepcopy__
+        spy = lambda t, memo, real=real: copied.append(t.shape) or real(t, memo)  # noqa: E731
+        monkeypatch.setattr(cls, "__deepcopy__", spy)
+    loaded = lib.unet_like(base, shard.state_dict(), "shard 'x'", device="cpu")
+    assert copied == []  # every weight came from `state`, none was deep-copied from the base first
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), shard.state_dict().values()))
+    assert all(p.data_ptr() != q.data_ptr() for p, q in zip(loaded.parameters(), base.parameters()))
+    assert type(loaded) is TinyUNet and not any(p.requires_grad for p in loaded.parameters())
+
+
+def test_panel_choices_files_and_names(tmp_path):
+    (tmp_path / "UnlearnKit" / "gates").mkdir(parents=True)
+    (tmp_path / "UnlearnKit" / "gates" / "g.safetensors").write_bytes(b"x")
+    found = lib.panel_choices(tmp_path, ["z.safetensors", "a.ckpt"])
+    assert found == {"checkpoints": ["a.ckpt", "z.safetensors"], "gates": ["g.safetensors"],
+                     "text_encoders": [], "slug_patches": []}
+    assert lib.panel_file(tmp_path, "gates", "g.safetensors").name == "g.safetensors"
+    with pytest.raises(ValueError, match="gate: 'h.safetensors' not found"):
+        lib.panel_file(tmp_path, "gates", "h.safetensors")
+    assert lib.checkpoint_path({"a.ckpt": "/m/a.ckpt"}, "a.ckpt").name == "a.ckpt"
+    with pytest.raises(ValueError, match="shard: checkpoint 'b.ckpt' is not in the webui's models list"):
+        lib.checkpoint_path({"a.ckpt": "/m/a.ckpt"}, "b.ckpt")
+    assert [lib.display_name(n) for n in ("slanted.safetensors", "sub/bold.ckpt", "x.y")] == [
+        "slanted", "sub/bold", "x.y"]
+
+
+def test_a_gate_trained_on_shard_names_serves_webui_checkpoint_names():
+    """`compose train-gate` names shards "bold"; the webui names checkpoints "bold.safetensors"."""
+    assert lib.gate_names(["bold.safetensors", "sub/slanted.ckpt", "x"], ["bold", "slanted", "x"]) == [
+        "bold", "slanted", "x"]
+    assert lib.gate_names(["bold.safetensors"], ["bold.safetensors", "bold"]) == ["bold.safetensors"]
+    assert lib.gate_names(["other.safetensors"], ["bold"]) == ["other.safetensors"]  # the gate refuses it

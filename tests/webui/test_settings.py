@@ -42,8 +42,8 @@ def full_settings():
 
 def test_controls_roundtrip_and_order():
     s = full_settings()
-    values = panel.to_controls(s)
-    assert len(values) == len(panel.control_names())
+    values = panel.to_controls(s, evaluate=True)
+    assert len(values) == len(panel.control_names()) == len(panel.control_names(evaluate=False)) + 2
     assert panel.from_controls(values) == s
     assert values[panel.control_names().index("shard 3")] == panel.NONE  # unused slot emptied
 
@@ -59,8 +59,35 @@ def test_from_controls_skips_empty_slots_and_none_entries():
 
 
 def test_from_controls_wrong_length_names_expected_controls():
-    with pytest.raises(ValueError, match="expected 15"):
+    with pytest.raises(ValueError, match="expected 15 or, with the evaluate controls, 17 .*fast sigma"):
         panel.from_controls([True])
+
+
+def test_a_panel_without_the_evaluate_controls_runs_the_earlier_routing():
+    values = panel.to_controls(full_settings(), evaluate=False)  # a panel saved before the evaluate controls
+    s = panel.from_controls(values)
+    assert s.evaluate == "every-shard" and s.prune_eps == 0.01 and s.gate == "classifier"
+    assert s.evaluation.routing() == {"route": "batch", "prune_eps": 0.01, "mc_sigma": float("inf")}
+
+
+def test_evaluate_is_written_to_the_infotext_and_read_back():
+    s = panel.PanelSettings(enabled=True, shards=(("a", 1.0),), evaluate="fast", prune_eps=0.02,
+                            fast_sigma=2.5)
+    params = webui_roundtrip(panel.infotext_params(s))
+    assert params["UnlearnKit evaluate"] == "fast" and params["UnlearnKit fast sigma"] == "2.5"
+    assert panel.from_infotext(params) == s
+    assert panel.paste_value(params, "evaluate") == "fast" and panel.paste_value(params, "fast sigma") == 2.5
+    per_sample = panel.infotext_params(panel.PanelSettings(enabled=True, shards=(("a", 1.0),),
+                                                           evaluate="per-sample"))
+    assert "UnlearnKit fast sigma" not in per_sample
+
+
+def test_infotexts_of_earlier_versions_restore_their_routing_and_gate_spelling():
+    params = {"UnlearnKit shard 1": "a", "UnlearnKit weight 1": "1", "UnlearnKit prune eps": "0.05",
+              "UnlearnKit gate": "density (ODE sampler)"}
+    s = panel.from_infotext(params)
+    assert s.gate == "density-ode" and s.evaluate == "every-shard" and s.prune_eps == 0.05
+    assert panel.paste_value(params, "gate") == "density-ode"
 
 
 def test_infotext_survives_the_webui_text_format():
@@ -96,6 +123,8 @@ def test_paste_without_unlearnkit_entries_only_turns_the_panel_off():
     ({"gate": "fancy"}, "gate: expected one of"),
     ({"gate": "classifier", "gate_file": ""}, "gate file: the 'classifier' gate needs"),
     ({"prune_eps": 0.9}, "prune eps"),
+    ({"evaluate": "quick"}, "evaluate: expected one of"),
+    ({"fast_sigma": -1.0}, "fast sigma: expected a noise level"),
     ({"shards": (("a", 1.0), ("a", 0.5))}, "shard 2: 'a' is already chosen in shard 1"),
     ({"shards": (("a", 0.0), ("b", 0.0))}, "all are zero"),
     ({"shards": (("a", float("nan")),)}, "weight 1"),

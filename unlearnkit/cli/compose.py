@@ -17,15 +17,14 @@ import torch
 
 from .. import io
 from ..compose.attribution import attribution_plot, attribution_report
-from ..compose.density import DensityGate
 from ..compose.diffusers_unet import ComposedUNet, load_shard_unet
-from ..compose.gate_model import ClassifierGate, load_gate
+from ..compose.gate_model import load_gate
+from ..compose.gate_registry import GATES, build_gate
 from ..compose.gate_training import GateTrainConfig, train_gate
-from ..compose.gates import StaticGate
+from ..compose.routing import DEFAULT_EPS, DEFAULT_EVALUATE, DEFAULT_MC_SIGMA, EVALUATE, Evaluation
 from ..compose.shards import ForgetRecord, Shard, ShardSet, append_forget_log, parse_tags
 
 log = logging.getLogger(__name__)
-GATES = ("static", "classifier", "density", "density-ode")
 
 
 def parse_shard_args(items: list[str]) -> list[tuple[str, str]]:
@@ -69,15 +68,19 @@ def file_shards(items: list[str], base: str) -> tuple[ShardSet, object]:
 
 
 def make_gate(kind: str, shards: ShardSet, gate_file: str | None):
-    if kind == "static":
-        return StaticGate(shards.names, shards.priors)
-    if kind == "classifier":
-        if not gate_file:
-            raise ValueError("--gate classifier: needs --gate-file (train one with `compose train-gate`)")
-        return ClassifierGate(load_gate(gate_file), shards.names, shards.priors)
-    if kind in ("density", "density-ode"):
-        return DensityGate(shards.names, shards.priors, ode=kind == "density-ode")
-    raise ValueError(f"--gate: expected one of {GATES}, got {kind!r}")
+    """The --gate choice over the shard set (a classifier gate reads --gate-file)."""
+    net = load_gate(gate_file) if kind == "classifier" and gate_file else None
+    return build_gate(kind, shards.names, shards.priors, net, net_input="--gate-file")
+
+
+def composed_unet(shards: ShardSet, scheduler, args: argparse.Namespace) -> ComposedUNet:
+    """The shards as one diffusers UNet: the --gate over them, routed by --evaluate / --prune-eps /
+    --fast-sigma, in the scheduler's noise schedule and prediction type."""
+    evaluation = Evaluation(args.evaluate, args.prune_eps, args.fast_sigma)
+    evaluation.check(("--evaluate", "--prune-eps", "--fast-sigma"))
+    gate = make_gate(args.gate, shards, args.gate_file)
+    return ComposedUNet([s.model for s in shards], shards.names, gate, scheduler.alphas_cumprod,
+                        scheduler.config.prediction_type, evaluation=evaluation)
 
 
 def select(shards: ShardSet, args: argparse.Namespace) -> tuple[ShardSet, list[ForgetRecord]]:
@@ -112,9 +115,7 @@ def run_sample(args: argparse.Namespace) -> int:
     for record in records:
         append_forget_log(out / "forget_log.jsonl", record)
         log.info("forgot %s (sha256 %s)", record.shard, record.sha256[:12])
-    gate = make_gate(args.gate, shards, args.gate_file)
-    pipe.unet = ComposedUNet([s.model for s in shards], shards.names, gate, pipe.scheduler.alphas_cumprod,
-                             pipe.scheduler.config.prediction_type, prune_eps=args.prune_eps)
+    pipe.unet = composed_unet(shards, pipe.scheduler, args)
     gen = torch.Generator().manual_seed(args.seed)
     images = pipe([args.prompt] * args.n, num_inference_steps=args.steps, guidance_scale=args.cfg,
                   generator=gen, output_type="pt").images * 2 - 1  # (n, 3, H, W) in [-1, 1]
@@ -122,7 +123,7 @@ def run_sample(args: argparse.Namespace) -> int:
     report = attribution_report(pipe.unet.composer.history, shards.names)
     attribution_plot(pipe.unet.composer.history, shards.names).save(out / "attribution.png")
     (out / "attribution.json").write_text(
-        json.dumps({"prompt": args.prompt, "gate": args.gate, **report}, indent=1)
+        json.dumps({"prompt": args.prompt, "gate": args.gate, "evaluate": args.evaluate, **report}, indent=1)
     )
     print(json.dumps({"out": str(out), "shards": shards.names, "top_shard": report["top_shard"]}))
     return 0
@@ -162,7 +163,11 @@ def add_parser(sub) -> None:
     s.add_argument("--weights", nargs="*", type=float, help="slider prior per shard")
     s.add_argument("--gate", default="static", choices=GATES)
     s.add_argument("--gate-file", help="classifier gate (.safetensors)")
-    s.add_argument("--prune-eps", type=float, default=0.0)
+    s.add_argument("--evaluate", default=DEFAULT_EVALUATE, choices=EVALUATE,
+                   help="which shards run on which samples (fast: per sample + one shard above --fast-sigma)")
+    s.add_argument("--prune-eps", type=float, default=DEFAULT_EPS, help="skip a shard below this weight")
+    s.add_argument("--fast-sigma", type=float, default=DEFAULT_MC_SIGMA,
+                   help="fast: one shard per sample above this noise level")
     s.add_argument(
         "--forget", action="append", help="drop this shard (repeatable); recorded in forget_log.jsonl"
     )

@@ -53,8 +53,13 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from ..tinyworld.export import save_ldm_checkpoint
+    from ..tinyworld.webui_export import export_for_webui
 
-    print(save_ldm_checkpoint(Path(args.out), unet=args.unet))
+    if args.webui:
+        for path in export_for_webui(Path(args.out), unet=args.unet, text_encoder_dir=args.text_encoder_dir):
+            print(path)
+    else:
+        print(save_ldm_checkpoint(Path(args.out), unet=args.unet))
     return 0
 
 
@@ -89,4 +94,9 @@ def add_parser(sub) -> None:
     x = tsub.add_parser("export", help="write an SD1.x-layout single-file checkpoint (LDM key names)")
     x.add_argument("--unet", default="paragon", help="base, paragon, style/<style>, split/split<k>")
     x.add_argument("--out", default="unlearnkit-out/tinyworld-sd1.safetensors")
+    x.add_argument("--webui", action="store_true",
+                   help="also write OUT's .yaml and a local text-encoder folder: what AUTOMATIC1111 / Forge "
+                        "need to load it offline (put OUT in models/Stable-diffusion; ask 64x64 images)")
+    x.add_argument("--text-encoder-dir", default=None,
+                   help="with --webui: the text-encoder folder (default: tinyworld_text_encoder/ beside OUT)")
     x.set_defaults(func=run_export)

@@ -35,6 +35,7 @@ def attribution_report(history: Sequence[StepRecord], names: Sequence[str]) -> d
         "credit": c.tolist(),
         "top_shard": [names[i] for i in c.argmax(dim=1).tolist()],
         "evaluated": [[names[i] for i in r.active] for r in steps],
+        "evaluations": [r.evaluated for r in steps],  # (sample, shard) pairs run per step: one model = B
     }
 
 

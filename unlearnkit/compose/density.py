@@ -4,7 +4,7 @@ SuperDiff (Skreta et al., ICLR 2025), VE form with score s_i = (x0_i - x) / σ²
 (x, σ) to (x + dx, σ + dσ) adds ⟨dx, s_i⟩ − σ|dσ|·‖s_i‖² to ℓ_i (terms common to all shards
 cancel in the softmax). Exact in the small-step limit for reverse-SDE paths (ancestral/SDE
 samplers); a deterministic (ODE) path also needs the divergence term σ|dσ|·∇·s_i, estimated
-here with one Hutchinson probe per step when ``ode=True``.
+here with one Hutchinson probe direction per step (central difference) when ``ode=True``.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .gates import log_priors, posterior_weights
+from .gates import Gate, log_priors, posterior_weights
+from .routing import seed_of
 
 
 def score_from_x0(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -42,8 +43,10 @@ def divergence_increment(sigma: torch.Tensor, dsigma: torch.Tensor, divergence: 
     return (-(sigma * dsigma.abs())[None] * divergence).T
 
 
-class DensityGate:
+class DensityGate(Gate):
     """w = softmax(ℓ + log λ), ℓ_i tracked per sample from the shards' own predictions."""
+
+    needs_every_score = True
 
     def __init__(
         self, names: Sequence[str], priors: Sequence[float], ode: bool = False, probe_scale: float = 1e-3
@@ -59,6 +62,7 @@ class DensityGate:
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # x, sigma, scores
         self._at: torch.Tensor | None = None  # the x that log_lik is up to date for
         self._divergence: torch.Tensor | None = None  # (N, B)
+        self._generator: torch.Generator | None = None  # of the probe directions
 
     def _is_new_path(self, x: torch.Tensor, sigma: torch.Tensor) -> bool:
         if self.log_lik is None or self._last is None:
@@ -66,7 +70,9 @@ class DensityGate:
         last_x, last_sigma, _ = self._last
         return last_x.shape != x.shape or bool((sigma > last_sigma + 1e-6).any())
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Weights at (x, σ). Several calls at one point (cond and uncond evaluated apart) add the step
         once."""
         if self._is_new_path(x, sigma):
@@ -92,12 +98,18 @@ class DensityGate:
             self.log_lik = self.log_lik.masked_fill(~mask.to(self.log_lik.device), -math.inf)
         self._last = (x.detach().clone(), sigma.detach().clone(), scores)
 
-    def probe(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A Rademacher direction v and the probe point x + h v for the Hutchinson divergence."""
-        v = torch.randint(0, 2, x.shape, generator=generator).to(x) * 2 - 1
-        return v, x + self.probe_scale * v
+    def probe(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """A Rademacher direction v and the probe points x ± h v (2B, ...) for the Hutchinson divergence of
+        the ODE form (central difference).
+
+        Directions come from the path's own generator, seeded by its first point: the same inputs give
+        the same estimate whatever else uses torch's global generator."""
+        if not self.ode:
+            return None
+        if self._generator is None:
+            self._generator = torch.Generator().manual_seed(seed_of(x))
+        v = torch.randint(0, 2, x.shape, generator=self._generator).to(x) * 2 - 1
+        return v, torch.cat([x + self.probe_scale * v, x - self.probe_scale * v])
 
     def observe_probe(
         self,
@@ -107,8 +119,11 @@ class DensityGate:
         x0s: torch.Tensor,
         probe_x0s: torch.Tensor,
     ) -> None:
-        """∇·s_i ≈ vᵀ(s_i(x + h v) − s_i(x)) / h, one probe per sample."""
-        h = self.probe_scale
-        s = score_from_x0(x, x0s, sigma)  # (N, B, ...) broadcast over N
-        s_probe = score_from_x0(x + h * v, probe_x0s, sigma)
-        self._divergence = ((s_probe - s) * v).flatten(start_dim=2).sum(-1) / h  # (N, B)
+        """∇·s_i ≈ vᵀ(s_i(x + h v) − s_i(x − h v)) / 2h, one probe direction per sample.
+
+        probe_x0s (N, 2B, ...) holds the x0 at x + h v, then at x − h v, both from one model call: their
+        difference is not the float noise of two differently batched calls."""
+        h, b = self.probe_scale, x.shape[0]
+        plus = score_from_x0(x + h * v, probe_x0s[:, :b], sigma)  # (N, B, ...)
+        minus = score_from_x0(x - h * v, probe_x0s[:, b:], sigma)
+        self._divergence = ((plus - minus) * v).flatten(start_dim=2).sum(-1) / (2 * h)  # (N, B)

@@ -1,13 +1,14 @@
 """A composed UNet for diffusers pipelines: N shard UNets mixed per step by a gate (CDM).
 
-The pipeline calls ``unet(x_t, t, encoder_hidden_states=...)`` with the VP latent x_t and a
-timestep t (every scheduler's ``scale_model_input`` maps to that). We map (x_t, t) to the VE
-pair (x = x_t / sqrt(ᾱ_t), σ_t), take each shard's x0 from its eps/v output, mix in x0 space
-with the gate, and return the mix in the model's own prediction type.
+The pipeline calls ``unet(x_t, t, encoder_hidden_states=...)`` with the VP latent x_t and a timestep t
+(every scheduler's ``scale_model_input`` maps to that; fractional t as Euler-type schedulers pass it).
+``host_calls.VPComposition`` maps (x_t, t) to the VE pair, takes each shard's x0 from its output, mixes
+in x0 space and returns the mix in the model's own prediction type.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from types import SimpleNamespace
@@ -16,66 +17,13 @@ import torch
 from torch import nn
 
 from .. import io
-from .composer import Composer
+from .composer import Composer, ComposerRuns
 from .gates import Gate
+from .host_calls import VPComposition
 from .mixture import check_same_family
+from .routing import Evaluation
 
 logger = logging.getLogger(__name__)
-
-
-def alpha_bar_at(alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """ᾱ at (possibly fractional) timesteps t by linear interpolation: (B,)."""
-    t = t.float().clamp(0, alphas_cumprod.shape[0] - 1)
-    lo = t.floor().long()
-    hi = (lo + 1).clamp(max=alphas_cumprod.shape[0] - 1)
-    frac = t - lo.float()
-    return alphas_cumprod[lo] * (1 - frac) + alphas_cumprod[hi] * frac
-
-
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1))).to(like)
-
-
-def prediction_to_x0(
-    out: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor, prediction_type: str
-) -> torch.Tensor:
-    """x0 from eps (x0 = (x_t − √(1−ᾱ) ε)/√ᾱ), v (x0 = √ᾱ x_t − √(1−ᾱ) v) or sample."""
-    a, s = _bcast(abar.sqrt(), x_t), _bcast((1 - abar).sqrt(), x_t)
-    if prediction_type == "epsilon":
-        return (x_t - s * out) / a
-    if prediction_type == "v_prediction":
-        return a * x_t - s * out
-    if prediction_type == "sample":
-        return out
-    raise ValueError(
-        f"prediction_type: expected 'epsilon', 'v_prediction' or 'sample', got {prediction_type!r}"
-    )
-
-
-def x0_to_prediction(
-    x0: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor, prediction_type: str
-) -> torch.Tensor:
-    """Inverse of prediction_to_x0 for the same x_t and ᾱ."""
-    a, s = _bcast(abar.sqrt(), x_t), _bcast((1 - abar).sqrt(), x_t)
-    if prediction_type == "epsilon":
-        return (x_t - a * x0) / s
-    if prediction_type == "v_prediction":
-        return (a * x_t - x0) / s
-    if prediction_type == "sample":
-        return x0
-    raise ValueError(
-        f"prediction_type: expected 'epsilon', 'v_prediction' or 'sample', got {prediction_type!r}"
-    )
-
-
-def take_rows(value, rows: torch.Tensor, batch: int):
-    """value[rows] for batch-sized tensors (also inside dicts, e.g. added_cond_kwargs); anything else as
-    is."""
-    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch:
-        return value[rows.to(value.device)]
-    if isinstance(value, dict):
-        return {k: take_rows(v, rows, batch) for k, v in value.items()}
-    return value
 
 
 def unet_signature(unet: nn.Module) -> tuple:
@@ -91,7 +39,11 @@ def unet_signature(unet: nn.Module) -> tuple:
 
 
 class ComposedUNet(nn.Module):
-    """Drop-in for ``pipe.unet``: returns Σ_i w_i(x_t, t) · prediction_i in the pipeline's prediction type."""
+    """Drop-in for ``pipe.unet``: returns Σ_i w_i(x_t, t) · prediction_i in the pipeline's prediction type.
+
+    ``evaluation`` (routing.Evaluation: fast / per-sample / every-shard) sets the routing; without it
+    the plain knobs ``prune_eps``, ``route`` and ``mc_sigma`` apply. ``composer`` is the last run's.
+    """
 
     def __init__(
         self,
@@ -102,8 +54,9 @@ class ComposedUNet(nn.Module):
         prediction_type: str = "epsilon",
         prune_eps: float = 0.0,
         route: str = "batch",
-        mc_sigma: float = float("inf"),
+        mc_sigma: float = math.inf,
         generator: torch.Generator | None = None,
+        evaluation: Evaluation | None = None,
     ) -> None:
         super().__init__()
         if len(shards) != len(names) or not shards:
@@ -113,12 +66,20 @@ class ComposedUNet(nn.Module):
         check_same_family([(n, unet_signature(u)) for n, u in zip(names, shards)])
         self.shards = nn.ModuleList(shards)
         self.names = list(names)
-        self.register_buffer("alphas_cumprod", alphas_cumprod.float().clone(), persistent=False)
         self.prediction_type = prediction_type
-        self.composer = Composer(
-            self.names, gate, prune_eps=prune_eps, route=route, mc_sigma=mc_sigma, generator=generator
-        )
+        self.runs = ComposerRuns(self.names, lambda: gate, prune_eps, evaluation, keep=1, route=route,
+                                 mc_sigma=mc_sigma, generator=generator)
+        self.call = VPComposition(self.runs, [self._forward_of(u) for u in shards], alphas_cumprod,
+                                  prediction_type, prompt_chunk="last", prompt_key="encoder_hidden_states")
         self.config = shards[0].config
+
+    @staticmethod
+    def _forward_of(unet: nn.Module):
+        return lambda x, t, *args, **kwargs: unet(x, t, *args, return_dict=False, **kwargs)[0]
+
+    @property
+    def composer(self) -> Composer | None:
+        return self.runs.current
 
     @property
     def dtype(self) -> torch.dtype:
@@ -128,37 +89,9 @@ class ComposedUNet(nn.Module):
     def device(self) -> torch.device:
         return self.shards[0].device
 
-    def forward(
-        self,
-        sample: torch.Tensor,
-        timestep,
-        encoder_hidden_states: torch.Tensor,
-        return_dict: bool = True,
-        **kwargs,
-    ):
-        t = torch.as_tensor(timestep, device=sample.device).flatten().expand(sample.shape[0])
-        abar = alpha_bar_at(self.alphas_cumprod.to(sample.device), t)  # (B,)
-        sigma = ((1 - abar) / abar).sqrt()
-        x_ve = sample / _bcast(abar.sqrt(), sample)
-        # diffusers pipelines stack [uncond, cond] for CFG: 2 chunks, score the cond one
-        chunks = (
-            2 if sample.shape[0] % 2 == 0 and sample.shape[0] > 1 and torch.equal(*sample.chunk(2)) else 1
-        )
-
-        def evaluate(
-            i: int, x: torch.Tensor, s: torch.Tensor, rows: torch.Tensor | None = None
-        ) -> torch.Tensor:
-            pick = (lambda v: v) if rows is None else (lambda v: take_rows(v, rows, sample.shape[0]))
-            out = self.shards[i](
-                pick(sample), pick(t), encoder_hidden_states=pick(encoder_hidden_states), return_dict=False,
-                **{k: pick(v) for k, v in kwargs.items()},
-            )[0]
-            return prediction_to_x0(out.float(), pick(sample).float(), pick(abar), self.prediction_type)
-
-        x0 = self.composer(
-            x_ve, sigma, evaluate, chunks=chunks, score_chunk=chunks - 1, context=encoder_hidden_states
-        )
-        out = x0_to_prediction(x0, sample.float(), abar, self.prediction_type).to(sample.dtype)
+    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
+                return_dict: bool = True, **kwargs):
+        out = self.call(sample, timestep, encoder_hidden_states=encoder_hidden_states, **kwargs)
         return SimpleNamespace(sample=out) if return_dict else (out,)
 
 

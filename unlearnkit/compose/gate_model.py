@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .. import io
-from .gates import log_priors
+from .gates import Gate, log_priors
 
 FORMAT = "unlearnkit.shard_gate/1"
 
@@ -134,7 +134,7 @@ def load_gate(path: str) -> GateNet:
     return net.eval()
 
 
-class ClassifierGate:
+class ClassifierGate(Gate):
     """w = softmax(logits(x, σ) + log λ) over the composed shards; gate outputs of absent shards are
     masked."""
 

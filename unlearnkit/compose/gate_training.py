@@ -118,6 +118,31 @@ def _save_checkpoint(
     io.save_checkpoint(path, state)
 
 
+def initial_net(names: tuple[str, ...], shape: tuple[int, int, int], family: str, context_dim: int,
+                init: GateNet | None) -> GateNet:
+    """A fresh gate, or ``init`` (trained on some of these shards) widened to ``names``."""
+    if init is None:
+        return GateNet(GateConfig(names=names, latent_shape=shape, family=family, context_dim=context_dim))
+    if tuple(init.config.latent_shape) != shape:
+        raise ValueError(f"init gate: trained on latents {init.config.latent_shape}, these are {shape}")
+    if init.config.context_dim != context_dim:
+        raise ValueError(
+            f"init gate: reads prompts of width {init.config.context_dim}, these have {context_dim}"
+        )
+    return widen(init, names)
+
+
+def _resume(path: str, net: GateNet, opt: torch.optim.Optimizer, g: torch.Generator) -> int:
+    """Load a training checkpoint if one exists; the step to start from."""
+    if not os.path.exists(path):
+        return 0
+    state = io.load_checkpoint(path)
+    net.load_state_dict(state["net"])
+    opt.load_state_dict(state["opt"])
+    g.set_state(state["rng"])
+    return int(state["step"])
+
+
 def train_gate(
     latents: Mapping[str, torch.Tensor],
     out_path: str,
@@ -143,28 +168,14 @@ def train_gate(
     names = tuple(latents)
     data = [latents[n].float() for n in names]
     ctx = check_contexts(contexts, null_context, latents)
-    context_dim = 0 if ctx is None else ctx[0].shape[1]
     g = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    net = GateNet(GateConfig(names=names, latent_shape=shape, family=family, context_dim=context_dim))
-    if init is not None:
-        if tuple(init.config.latent_shape) != shape:
-            raise ValueError(f"init gate: trained on latents {init.config.latent_shape}, these are {shape}")
-        if init.config.context_dim != context_dim:
-            raise ValueError(
-                f"init gate: reads prompts of width {init.config.context_dim}, these have {context_dim}"
-            )
-        net = widen(init, names)
+    net = initial_net(names, shape, family, 0 if ctx is None else ctx[0].shape[1], init)
     if ctx is not None:
         net.null_context.copy_(null_context)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr)
-    start = 0
-    if checkpoint_path and os.path.exists(checkpoint_path):
-        state = io.load_checkpoint(checkpoint_path)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        g.set_state(state["rng"])
-        start = int(state["step"])
+    start = _resume(checkpoint_path, net, opt, g) if checkpoint_path else 0
+    if start:
         logger.info("resuming gate training at step %d of %d", start, cfg.steps)
     acp = sd_alphas_cumprod(cfg)
     net.train()

@@ -65,3 +65,11 @@ def sample_joint(
 def energy_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """2 E‖a-b‖ - E‖a-a'‖ - E‖b-b'‖ (Székely); 0 iff the distributions are equal."""
     return float(2 * torch.cdist(a, b).mean() - torch.cdist(a, a).mean() - torch.cdist(b, b).mean())
+
+
+def three_shards() -> tuple[torch.Tensor, list[GaussianShard]]:
+    """(priors λ, shards) of the checks' example: three 2-D Gaussians with unequal spreads, so the
+    divergence term differs between shards and matters for ODE paths."""
+    shards = [GaussianShard(torch.tensor([-2.0, 0.0]), 0.3), GaussianShard(torch.tensor([2.0, 0.0]), 1.0),
+              GaussianShard(torch.tensor([0.0, 3.0]), 0.6)]
+    return torch.tensor([0.5, 0.3, 0.2]), shards

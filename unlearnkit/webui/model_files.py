@@ -10,8 +10,8 @@ import copy
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path, PurePath
 from typing import Any
 
 import torch
@@ -72,6 +72,39 @@ def resolve_entry(folder: str | os.PathLike, name: str, what: str) -> Path:
     return path
 
 
+def panel_choices(models_path: str | os.PathLike, checkpoint_names: Iterable[str]) -> dict[str, list[str]]:
+    """The panel's dropdown entries: the webui's checkpoints, and the extension's folders under models/."""
+    root = Path(models_path)
+    return {
+        "checkpoints": sorted(checkpoint_names),
+        "gates": list_entries(root / SUBFOLDERS["gates"], GATE_SUFFIXES),
+        "text_encoders": list_entries(root / SUBFOLDERS["text_encoders"], TEXT_ENCODER_SUFFIXES,
+                                      HF_FOLDER_MARKER),
+        "slug_patches": list_entries(root / SUBFOLDERS["slug_patches"], PATCH_SUFFIXES),
+    }
+
+
+def panel_file(models_path: str | os.PathLike, kind: str, name: str) -> Path:
+    """The path of a gate / text encoder / SLUG patch chosen in the panel (``kind`` a SUBFOLDERS key)."""
+    return resolve_entry(Path(models_path) / SUBFOLDERS[kind], name, kind.replace("_", " ")[:-1])
+
+
+def checkpoint_path(checkpoints: Mapping[str, str | os.PathLike], name: str) -> Path:
+    """The file of the webui checkpoint ``name`` ({name: filename} of the webui's list)."""
+    if name not in checkpoints:
+        raise ValueError(f"shard: checkpoint {name!r} is not in the webui's models list (refresh the list)")
+    return Path(checkpoints[name])
+
+
+def gate_names(names: Sequence[str], known: Sequence[str]) -> list[str]:
+    """The gate's name of each composed checkpoint: its own if the gate knows it, else its file stem.
+
+    The webui names checkpoints by file ("bold.safetensors", "styles/bold.safetensors"); ``compose
+    train-gate`` names the shards it was trained on ("bold").
+    """
+    return [n if n in known or PurePath(n).stem not in known else PurePath(n).stem for n in names]
+
+
 def checkpoint_unet_state(tensors: Mapping[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
     """The UNet part of an LDM/webui checkpoint (``model.diffusion_model.*``), prefix removed."""
     state = {k[len(UNET_PREFIX):]: v for k, v in tensors.items() if k.startswith(UNET_PREFIX)}
@@ -83,8 +116,21 @@ def checkpoint_unet_state(tensors: Mapping[str, torch.Tensor], what: str) -> dic
     return state
 
 
-def unet_like(base: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> nn.Module:
-    """A copy of ``base`` (same class, device, dtype, hooks of its class) holding the weights ``state``."""
+def empty_copy(base: nn.Module, device: torch.device | str | None = None) -> nn.Module:
+    """A deep copy of ``base`` whose state-dict tensors are new, uninitialised ones on ``device`` (default:
+    each where it is now): structure, class and hooks are copied, the weights are not (no second copy of the
+    base's weights is ever made, on the GPU or elsewhere)."""
+    memo: dict[int, torch.Tensor] = {}
+    for tensor in base.state_dict(keep_vars=True).values():
+        new = torch.empty_like(tensor, device=device if device is not None else tensor.device)
+        memo[id(tensor)] = nn.Parameter(new, requires_grad=False) if isinstance(tensor, nn.Parameter) else new
+    return copy.deepcopy(base, memo)
+
+
+def unet_like(base: nn.Module, state: Mapping[str, torch.Tensor], what: str,
+              device: torch.device | str | None = None) -> nn.Module:
+    """A copy of ``base`` (same class, dtype, hooks of its class) holding the weights ``state``, on ``device``
+    (default: the base's)."""
     expected = base.state_dict()
     missing = [k for k in expected if k not in state]
     wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
@@ -97,21 +143,28 @@ def unet_like(base: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> 
         )
         raise ValueError(f"{what}: not a UNet of the loaded model's architecture ({detail}); "
                          "shards must be fine-tunes of the checkpoint that is loaded")
-    shard = copy.deepcopy(base)
+    shard = empty_copy(base, device)
     shard.__dict__.pop("forward", None)  # an instance-level forward (a host hook) is not part of the weights
     with torch.no_grad():
         shard.load_state_dict({k: state[k] for k in expected}, strict=True)
     return shard.eval().requires_grad_(False)
 
 
-def load_unet_like(base: nn.Module, path: str | os.PathLike) -> nn.Module:
+def load_unet_like(base: nn.Module, path: str | os.PathLike,
+                   device: torch.device | str | None = None) -> nn.Module:
     """A shard UNet read from a checkpoint file (through ``unlearnkit.io``: safetensors or weights-only
-    pickles)."""
+    pickles), on ``device`` (default: the base's)."""
     what = f"shard {Path(path).name!r}"
     tensors, _ = io.load_state_dict(path)
     state = checkpoint_unet_state(tensors, what)
     io.check_finite(state, what)
-    return unet_like(base, state, what)
+    return unet_like(base, state, what, device)
+
+
+def display_name(name: str) -> str:
+    """A checkpoint's name for plots and logs: without its file suffix ("styles/bold")."""
+    path = PurePath(name)
+    return str(path.with_suffix("")) if path.suffix.lower() in CHECKPOINT_SUFFIXES else name
 
 
 def file_key(path: str | os.PathLike) -> tuple[str, int, int]:

@@ -5,8 +5,14 @@ Infotext keys (ASCII words, spaces and digits, as the webui's ``re_param`` expec
 the panel is enabled; slots are numbered from 1 in panel order, empty slots skipped):
 
     UnlearnKit shard 1: bold.safetensors, UnlearnKit weight 1: 0.5, UnlearnKit shard hash 1: 1a2b3c4d5e,
-    UnlearnKit gate: classifier, UnlearnKit gate file: style.safetensors, UnlearnKit prune eps: 0.01,
-    UnlearnKit plot: True, UnlearnKit text encoder: vangogh_unlearned, UnlearnKit SLUG patch 1: p.safetensors
+    UnlearnKit gate: classifier, UnlearnKit gate file: style.safetensors, UnlearnKit evaluate: fast,
+    UnlearnKit prune eps: 0.01, UnlearnKit fast sigma: 1, UnlearnKit plot: True,
+    UnlearnKit text encoder: vangogh_unlearned, UnlearnKit SLUG patch 1: p.safetensors
+
+``evaluate`` is the core's routing mode (fast / per-sample / every-shard) with ε (``prune eps``) and the
+σ above which ``fast`` draws one shard per sample (``fast sigma``). Settings without it (a panel that has
+no evaluate control yet, an infotext written before it existed) mean ``every-shard``: the earlier routing,
+which skips a shard only when its weight is below ε for every sample.
 """
 from __future__ import annotations
 
@@ -15,18 +21,32 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..compose.gate_registry import GATES, canonical_gate
+from ..compose.routing import DEFAULT_EPS, DEFAULT_EVALUATE, DEFAULT_MC_SIGMA, EVALUATE, MAX_EPS, Evaluation
+
 MAX_SHARDS = 4
 NONE = "None"  # the dropdowns' "nothing chosen" entry
-GATES = ("static", "classifier", "density", "density (ODE sampler)")
 PREFIX = "UnlearnKit"
-MAX_PRUNE_EPS = 0.5
+MAX_PRUNE_EPS = MAX_EPS
+EARLIER_EVALUATE = "every-shard"  # what settings without an evaluate entry ran
+EVALUATE_CONTROLS = ["evaluate", "fast sigma"]  # appended after the earlier controls
+# More controls for the panel's gate row, as ``controls.ControlSpec`` keyword dicts (name, kind, label, value,
+# choices, …); each name is in control_names() too. The script builds them without edits of its own.
+EXTRA_CONTROLS: tuple[dict, ...] = (
+    {"name": "evaluate", "kind": "dropdown", "label": "Evaluate (fast: one shard per sample above σ)",
+     "value": DEFAULT_EVALUATE, "choices": EVALUATE},
+    {"name": "fast sigma", "kind": "slider", "label": "Fast above σ", "value": DEFAULT_MC_SIGMA,
+     "maximum": 20.0, "step": 0.1},
+)
+__all__ = ["DEFAULT_EPS", "DEFAULT_EVALUATE", "DEFAULT_MC_SIGMA", "EVALUATE", "GATES", "PanelSettings"]
 
 
-def control_names(max_shards: int = MAX_SHARDS) -> list[str]:
+def control_names(max_shards: int = MAX_SHARDS, evaluate: bool = True) -> list[str]:
     """Names of the panel's controls in the order ``ui()`` returns them (and the webui passes their
-    values)."""
+    values); ``evaluate=False``: a panel saved before the evaluate controls existed (they come last)."""
     slots = [name for i in range(1, max_shards + 1) for name in (f"shard {i}", f"weight {i}")]
-    return ["enabled", *slots, "gate", "gate file", "prune eps", "plot", "text encoder", "slug patches"]
+    earlier = ["enabled", *slots, "gate", "gate file", "prune eps", "plot", "text encoder", "slug patches"]
+    return earlier + (EVALUATE_CONTROLS if evaluate else [])
 
 
 def _chosen(value: Any) -> str:
@@ -43,10 +63,12 @@ class PanelSettings:
     shards: tuple[tuple[str, float], ...] = ()  # (checkpoint name, slider weight), panel order
     gate: str = "static"
     gate_file: str = ""
-    prune_eps: float = 0.0
+    prune_eps: float = DEFAULT_EPS
     plot: bool = True
     text_encoder: str = ""
     slug_patches: tuple[str, ...] = ()
+    evaluate: str = DEFAULT_EVALUATE  # one of routing.EVALUATE
+    fast_sigma: float = DEFAULT_MC_SIGMA
 
     @property
     def composing(self) -> bool:
@@ -64,6 +86,11 @@ class PanelSettings:
     def weights(self) -> list[float]:
         return [w for _, w in self.shards]
 
+    @property
+    def evaluation(self) -> Evaluation:
+        """The core's routing for these settings."""
+        return Evaluation(self.evaluate, float(self.prune_eps), float(self.fast_sigma))
+
     def check(self) -> None:
         """Raise ValueError naming the control and its value when the settings cannot run."""
         if self.gate not in GATES:
@@ -72,8 +99,7 @@ class PanelSettings:
             raise ValueError(
                 "gate file: the 'classifier' gate needs a gate file (train one with `compose train-gate`)"
             )
-        if not (isinstance(self.prune_eps, (int, float)) and 0 <= self.prune_eps <= MAX_PRUNE_EPS):
-            raise ValueError(f"prune eps: expected a number in [0, {MAX_PRUNE_EPS}], got {self.prune_eps!r}")
+        self.evaluation.check(("evaluate", "prune eps", "fast sigma"))
         seen: dict[str, int] = {}
         for slot, (name, weight) in enumerate(self.shards, start=1):
             if not math.isfinite(weight) or weight < 0:
@@ -95,10 +121,15 @@ class PanelSettings:
 def from_controls(values: Sequence[Any], max_shards: int = MAX_SHARDS) -> PanelSettings:
     """Settings from the controls' values, in ``control_names`` order (what ``process(p, *args)``
     receives)."""
-    names = control_names(max_shards)
-    if len(values) != len(names):
-        raise ValueError(f"panel values: expected {len(names)} ({', '.join(names)}), got {len(values)}")
+    names = control_names(max_shards, evaluate=True)
+    earlier = len(names) - len(EVALUATE_CONTROLS)  # a panel without the evaluate controls
+    if len(values) not in (len(names), earlier):
+        raise ValueError(
+            f"panel values: expected {earlier} or, with the evaluate controls, {len(names)} "
+            f"({', '.join(names)}), got {len(values)}"
+        )
     v = dict(zip(names, values))
+    evaluate = _chosen(v.get("evaluate", EARLIER_EVALUATE)) or EARLIER_EVALUATE
     shards = tuple(
         (_chosen(v[f"shard {i}"]), float(v[f"weight {i}"]))
         for i in range(1, max_shards + 1) if _chosen(v[f"shard {i}"])
@@ -108,18 +139,20 @@ def from_controls(values: Sequence[Any], max_shards: int = MAX_SHARDS) -> PanelS
     return PanelSettings(
         enabled=bool(v["enabled"]),
         shards=shards,
-        gate=str(v["gate"] or "static"),
+        gate=canonical_gate(v["gate"] or "static"),
         gate_file=_chosen(v["gate file"]),
         prune_eps=float(v["prune eps"] or 0.0),
         plot=bool(v["plot"]),
         text_encoder=_chosen(v["text encoder"]),
         slug_patches=tuple(_chosen(p) for p in patches if _chosen(p)),
+        evaluate=evaluate,
+        fast_sigma=float(v.get("fast sigma", DEFAULT_MC_SIGMA) or 0.0),
     )
 
 
-def to_controls(settings: PanelSettings, max_shards: int = MAX_SHARDS) -> list[Any]:
+def to_controls(settings: PanelSettings, max_shards: int = MAX_SHARDS, evaluate: bool = True) -> list[Any]:
     """The controls' values that show ``settings`` (unused shard slots emptied), in ``control_names``
-    order."""
+    order (``evaluate``: with the evaluate controls)."""
     if len(settings.shards) > max_shards:
         raise ValueError(
             f"shards: the panel has {max_shards} slots, the settings have {len(settings.shards)}"
@@ -137,6 +170,7 @@ def to_controls(settings: PanelSettings, max_shards: int = MAX_SHARDS) -> list[A
         settings.plot,
         settings.text_encoder or NONE,
         list(settings.slug_patches),
+        *([settings.evaluate, settings.fast_sigma] if evaluate else []),
     ]
 
 
@@ -158,7 +192,10 @@ def infotext_params(settings: PanelSettings, shard_hashes: Mapping[str, str] | N
         out[f"{PREFIX} gate"] = settings.gate
         if settings.gate == "classifier":
             out[f"{PREFIX} gate file"] = settings.gate_file
+        out[f"{PREFIX} evaluate"] = settings.evaluate
         out[f"{PREFIX} prune eps"] = _number(settings.prune_eps)
+        if settings.evaluate == "fast":
+            out[f"{PREFIX} fast sigma"] = _number(settings.fast_sigma)
         out[f"{PREFIX} plot"] = str(bool(settings.plot))
     if settings.text_encoder:
         out[f"{PREFIX} text encoder"] = settings.text_encoder
@@ -184,29 +221,28 @@ def from_infotext(params: Mapping[str, Any]) -> PanelSettings | None:
     entry."""
     if not any(str(k) == PREFIX or str(k).startswith(PREFIX + " ") for k in params):
         return None
-    weights = dict(_numbered(params, f"{PREFIX} weight"))
-    shards = []
-    for n, name in _numbered(params, f"{PREFIX} shard"):
-        try:
-            weight = float(weights.get(n, "1"))
-        except ValueError as exc:
-            raise ValueError(
-                f"infotext '{PREFIX} weight {n}': expected a number, got {weights.get(n)!r}"
-            ) from exc
-        shards.append((name, weight))
-    try:
-        prune = float(params.get(f"{PREFIX} prune eps", 0.0))
-    except ValueError as exc:
-        raise ValueError(
-            f"infotext '{PREFIX} prune eps': expected a number, got {params.get(f'{PREFIX} prune eps')!r}"
-        ) from exc
+    shards = tuple((name, _param_number(params, f"weight {n}", 1.0))
+                   for n, name in _numbered(params, f"{PREFIX} shard"))
+    gate = canonical_gate(params.get(f"{PREFIX} gate", "static"), f"infotext '{PREFIX} gate'")
+    earlier = EARLIER_EVALUATE if shards else DEFAULT_EVALUATE  # compose entries without 'evaluate'
     return PanelSettings(
-        enabled=True, shards=tuple(shards), gate=str(params.get(f"{PREFIX} gate", "static")),
-        gate_file=str(params.get(f"{PREFIX} gate file", "")), prune_eps=prune,
+        enabled=True, shards=shards, gate=gate, gate_file=str(params.get(f"{PREFIX} gate file", "")),
+        prune_eps=_param_number(params, "prune eps", DEFAULT_EPS),
         plot=str(params.get(f"{PREFIX} plot", "True")) != "False",
         text_encoder=str(params.get(f"{PREFIX} text encoder", "")),
         slug_patches=tuple(name for _, name in _numbered(params, f"{PREFIX} SLUG patch")),
+        evaluate=str(params.get(f"{PREFIX} evaluate", earlier)),
+        fast_sigma=_param_number(params, "fast sigma", DEFAULT_MC_SIGMA),
     )
+
+
+def _param_number(params: Mapping[str, Any], key: str, default: float) -> float:
+    """The number under infotext key 'UnlearnKit <key>' (``default`` when absent)."""
+    value = params.get(f"{PREFIX} {key}", default)
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ValueError(f"infotext '{PREFIX} {key}': expected a number, got {value!r}") from exc
 
 
 def paste_value(params: Mapping[str, Any], control: str, max_shards: int = MAX_SHARDS) -> Any:
@@ -218,7 +254,7 @@ def paste_value(params: Mapping[str, Any], control: str, max_shards: int = MAX_S
     settings = from_infotext(params)
     if settings is None:
         return False if control == "enabled" else None
-    names = control_names(max_shards)
+    names = control_names(max_shards, evaluate=True)
     if control not in names:
         raise ValueError(f"control: expected one of {names}, got {control!r}")
-    return to_controls(settings, max_shards)[names.index(control)]
+    return to_controls(settings, max_shards, evaluate=True)[names.index(control)]

@@ -1,7 +1,9 @@
-"""TEST FIXTURE, not part of UnlearnKit: fixture nodes for the Compose and tiny-world tests.
+"""TEST FIXTURE, not part of UnlearnKit: fixture nodes for the Compose and tiny-world tests (and benches).
 
 LoRA-patched and broken (NaN) clones, savers for IMAGE and STRING outputs into the folder named
-by UNLEARNKIT_TEST_OUT, and files written into / copied from ComfyUI's output folder.
+by UNLEARNKIT_TEST_OUT, and files written into / copied from ComfyUI's output folder. The host-side
+fixtures of Compose's own tests and benches (seeded latents, σ lists, flow models, short memory, SD1.5-size
+models, clocks, parameter bytes) are in compose_host_fixtures.py.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .outputs import CATEGORY, out_path
+from .outputs import CATEGORY, OutputNode, out_path, written
 
 
 class LoraModel:
@@ -30,31 +32,42 @@ class LoraModel:
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",), "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
                              "rank": ("INT", {"default": 2, "min": 1, "max": 16}),
-                             "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0})}}
+                             "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0})},
+                "optional": {"coverage": (["few", "transformers"],)}}
 
     RETURN_TYPES = ("MODEL",)
     NOT_IDEMPOTENT = True
     FUNCTION = "patch"
     CATEGORY = CATEGORY
 
-    def patch(self, model, seed, rank, strength):
+    @classmethod
+    def targets(cls, state: dict, coverage: str) -> list[str]:
+        """The test's few layers, or what an SD1.5 LoRA trains: every linear of the transformer blocks and
+        their proj_in / proj_out."""
+        if coverage == "few":
+            return list(cls.TARGETS)
+        keys = [k[len("diffusion_model."):-len(".weight")] for k, v in state.items()
+                if k.endswith(".weight") and v.dim() >= 2 and ("transformer_blocks" in k or ".proj_" in k)]
+        return sorted(keys)
+
+    def patch(self, model, seed, rank, strength, coverage="few"):
         import comfy.sd
 
         gen = torch.Generator().manual_seed(seed)
         state = model.model.state_dict()
         lora = {}
-        for target in self.TARGETS:
+        targets = self.targets(state, coverage)
+        for target in targets:
             weight = state[f"diffusion_model.{target}.weight"]
             name = "lora_unet_" + target.replace(".", "_")
             down_shape = (rank, *weight.shape[1:])
             up_shape = (weight.shape[0], rank) + (1,) * (weight.dim() - 2)
-            lora[f"{name}.lora_down.weight"] = torch.randn(down_shape, generator=gen) / math.sqrt(
-                weight[0].numel()
-            )
-            lora[f"{name}.lora_up.weight"] = torch.randn(up_shape, generator=gen)
+            lora[f"{name}.lora_down.weight"] = (torch.randn(down_shape, generator=gen) / math.sqrt(
+                weight[0].numel())).to(weight.dtype)  # LoRA files hold their model's dtype
+            lora[f"{name}.lora_up.weight"] = torch.randn(up_shape, generator=gen).to(weight.dtype)
             lora[f"{name}.alpha"] = torch.tensor(float(rank))
         out, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0.0)
-        assert len(out.patches) == len(self.TARGETS), sorted(out.patches)
+        assert len(out.patches) == len(targets), sorted(out.patches)
         return (out,)
 
 
@@ -77,24 +90,19 @@ class NaNModel:
         return (out,)
 
 
-class SaveImage:
+class SaveImage(OutputNode):
     """IMAGE (B, H, W, C) in [0, 1] -> <key>.npy."""
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"images": ("IMAGE",), "key": ("STRING", {"default": "image"})}}
 
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
-    FUNCTION = "save"
-    CATEGORY = CATEGORY
-
-    def save(self, images, key):
+    def write(self, images, key):
         np.save(out_path(key, ".npy"), images.detach().float().cpu().numpy())
-        return {"ui": {"unlearnkit_test": [key]}}
+        return written(key)
 
 
-class SaveText:
+class SaveText(OutputNode):
     """STRING -> <key>.txt."""
 
     @classmethod
@@ -103,17 +111,12 @@ class SaveText:
             "required": {"text": ("STRING", {"forceInput": True}), "key": ("STRING", {"default": "text"})}
         }
 
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
-    FUNCTION = "save"
-    CATEGORY = CATEGORY
-
-    def save(self, text, key):
+    def write(self, text, key):
         out_path(key, ".txt").write_text(text)
-        return {"ui": {"unlearnkit_test": [key]}}
+        return written(key)
 
 
-class WriteOutputFile:
+class WriteOutputFile(OutputNode):
     """Writes a test file into ComfyUI's output folder: random bytes, or a safetensors file of another
     format."""
 
@@ -122,11 +125,7 @@ class WriteOutputFile:
         return {"required": {"path": ("STRING", {"default": "shard_gates/bad.safetensors"}),
                              "content": (["garbage", "other safetensors"],)}}
 
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
     NOT_IDEMPOTENT = True
-    FUNCTION = "write"
-    CATEGORY = CATEGORY
 
     def write(self, path, content):
         import folder_paths
@@ -138,10 +137,10 @@ class WriteOutputFile:
             target.write_bytes(b"\x07not a safetensors file" * 8)
         else:
             save_file({"weight": torch.zeros(2, 2)}, str(target), metadata={"format": "pt"})
-        return {"ui": {"unlearnkit_test": [path]}}
+        return written(path)
 
 
-class CopyOutputFile:
+class CopyOutputFile(OutputNode):
     """Copies <ComfyUI output>/<path> to <key>.txt once ``after`` exists (a file a node wrote into
     output/)."""
 
@@ -150,16 +149,11 @@ class CopyOutputFile:
         return {"required": {"path": ("STRING", {"default": ""}), "key": ("STRING", {"default": "file"}),
                              "after": ("STRING", {"forceInput": True})}}
 
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
-    FUNCTION = "copy"
-    CATEGORY = CATEGORY
-
-    def copy(self, path, key, after):
+    def write(self, path, key, after):
         import folder_paths
 
         out_path(key, ".txt").write_bytes((Path(folder_paths.get_output_directory()) / path).read_bytes())
-        return {"ui": {"unlearnkit_test": [key]}}
+        return written(key)
 
 
 NODE_CLASS_MAPPINGS = {
@@ -170,3 +164,6 @@ NODE_CLASS_MAPPINGS = {
     "UKTestWriteOutputFile": WriteOutputFile,
     "UKTestCopyOutputFile": CopyOutputFile,
 }
+from .compose_host_fixtures import NODE_CLASS_MAPPINGS as _HOST_FIXTURES  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_HOST_FIXTURES)

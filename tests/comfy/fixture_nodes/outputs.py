@@ -13,3 +13,17 @@ def out_path(key: str, suffix: str) -> Path:
     out = Path(os.environ[OUT_ENV])
     out.mkdir(parents=True, exist_ok=True)
     return out / f"{key}{suffix}"
+
+
+class OutputNode:
+    """Base of the fixture nodes that only write files: no outputs, always run, FUNCTION ``write``."""
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "write"
+    CATEGORY = CATEGORY
+
+
+def written(key: str) -> dict:
+    """What an OutputNode returns: its key in the UI message."""
+    return {"ui": {"unlearnkit_test": [key]}}
