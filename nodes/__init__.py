@@ -6,6 +6,7 @@ Node files hold node classes only; their helpers sit beside them and are importe
 from .compose.attribution_node import ShardAttributionNode
 from .compose.gate_nodes import LoadShardGateNode, TrainShardGateNode
 from .compose.shard_nodes import ComposeShardsNode, ForgetShardNode, RestrictShardsNode, ShardNode
+from .display import ShowTextNode
 from .erase import SwapTextEncoderNode
 from .tinyworld import LoadTinyWorldNode, TinyWorldImagesNode
 from .unlearn.slug_nodes import ApplySlugPatchNode, SlugUnlearnNode
@@ -24,6 +25,7 @@ NODES = {
     "UnlearnKitSwapTextEncoder": (SwapTextEncoderNode, "Swap Text Encoder (UnlearnKit)"),
     "UnlearnKitSlugUnlearn": (SlugUnlearnNode, "SLUG Unlearn (UnlearnKit)"),
     "UnlearnKitApplySlugPatch": (ApplySlugPatchNode, "Apply SLUG Patch (UnlearnKit)"),
+    "UnlearnKitShowText": (ShowTextNode, "Show Text (UnlearnKit)"),
 }
 NODE_CLASS_MAPPINGS = {node_id: cls for node_id, (cls, _) in NODES.items()}
 NODE_DISPLAY_NAME_MAPPINGS = {node_id: name for node_id, (_, name) in NODES.items()}

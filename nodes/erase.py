@@ -127,6 +127,8 @@ class SwapTextEncoderNode:
         }
 
     RETURN_TYPES = ("CLIP",)
+    OUTPUT_TOOLTIPS = ("A clone of the CLIP with the erased text encoder's weights (the input is "
+                       "unchanged).",)
     FUNCTION = "swap"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Replace the CLIP's text encoder with a concept-erased one (e.g. AdvUnlearn's). "

@@ -182,6 +182,8 @@ class LoadTinyWorldNode:
         }
 
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    OUTPUT_TOOLTIPS = ("The tiny world's UNet (use a 64x64 empty latent: 16 px images).",
+                       "Its CLIP text encoder.", "Its VAE.")
     FUNCTION = "load"
     CATEGORY = CATEGORY
     DESCRIPTION = (
@@ -226,11 +228,13 @@ class TinyWorldImagesNode:
                         "tooltip": "Images to draw (at most the source's size).",
                     },
                 ),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**32 - 1}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**32 - 1,
+                                 "tooltip": "Which images are drawn (same seed, same images)."}),
             }
         }
 
     RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("Real 16 px images of the chosen data source.",)
     FUNCTION = "images"
     CATEGORY = CATEGORY
     DESCRIPTION = "Images of one tiny-world data source (16×16 RGB), e.g. to train a shard gate."

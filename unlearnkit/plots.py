@@ -59,18 +59,23 @@ def draw_axes(draw: ImageDraw.ImageDraw, frame: Frame, title: str, x_label: str,
 def line_panels(
     series: Sequence[Sequence[Sequence[float]]], labels: Sequence[str], titles: Sequence[str], x_label: str,
     y_label: str, y_range: tuple[float, float] = (0.0, 1.0), panel_size: tuple[int, int] = (320, 200),
+    columns: int | None = None,
 ) -> Image.Image:
-    """One panel per entry of ``series``; each panel holds one line per label: series[p][k][step]."""
+    """One panel per entry of ``series`` (``columns`` per row; default: one row); each panel holds one line
+    per label: series[p][k][step]."""
     pw, ph = panel_size
     margin_l, margin_t, margin_b, legend_w = 56, 28, 40, 140
-    width = margin_l + len(series) * (pw + margin_l) + legend_w
-    height = margin_t + ph + margin_b
+    cols = max(1, min(columns or len(series), len(series)))
+    rows = -(-len(series) // cols)
+    width = margin_l + cols * (pw + margin_l) + legend_w
+    height = rows * (margin_t + ph + margin_b)
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
     for p, panel in enumerate(series):
-        left = margin_l + p * (pw + margin_l)
+        row, col = divmod(p, cols)
+        left, top = margin_l + col * (pw + margin_l), row * (margin_t + ph + margin_b) + margin_t
         steps = max((len(line) for line in panel), default=1)
-        frame = Frame((left, margin_t, left + pw, margin_t + ph), (0, max(steps - 1, 1)), y_range)
+        frame = Frame((left, top, left + pw, top + ph), (0, max(steps - 1, 1)), y_range)
         draw_axes(draw, frame, titles[p], x_label, y_label)
         for k, line in enumerate(panel):
             pts = [frame(i, v) for i, v in enumerate(line)]

@@ -15,7 +15,6 @@ from .node_types import ComposeNode, text_input
 logger = logging.getLogger(__name__)
 
 
-
 class ShardAttributionNode(ComposeNode):
     """Which shard made each sample: gate weights per step of the last run of a composed model (CDM Fig.
     3)."""
@@ -37,6 +36,8 @@ class ShardAttributionNode(ComposeNode):
 
     RETURN_TYPES = ("IMAGE", "STRING")
     RETURN_NAMES = ("plot", "report")
+    OUTPUT_TOOLTIPS = ("Each shard's weight against the sampling step, one panel per sample.",
+                       "The same as JSON: per-step weights, each sample's credit and top shard.")
     OUTPUT_NODE = True
     FUNCTION = "attribute"
     DESCRIPTION = ("Plot each shard's weight against the sampling step per sample, with a JSON report "

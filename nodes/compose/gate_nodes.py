@@ -97,9 +97,12 @@ class TrainShardGateNode(ComposeNode):
                 "vae": ("VAE", {"tooltip": "The shards' VAE, to encode the images."}),
                 "filename": text_input("Gate file name in output/shard_gates/.", "shard_gate"),
                 "steps": ("INT", {"default": 1500, "min": 1, "max": 200000, "tooltip": "Training steps."}),
-                "batch_size": ("INT", {"default": 64, "min": 2, "max": 4096}),
-                "learning_rate": ("FLOAT", {"default": 2e-3, "min": 1e-6, "max": 1.0, "step": 1e-4}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**32 - 1}),
+                "batch_size": ("INT", {"default": 64, "min": 2, "max": 4096,
+                                       "tooltip": "Noisy latents per training step."}),
+                "learning_rate": ("FLOAT", {"default": 2e-3, "min": 1e-6, "max": 1.0, "step": 1e-4,
+                                            "tooltip": "Adam learning rate of the gate."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**32 - 1,
+                                 "tooltip": "Seed of the noise and the batches (same seed, same gate)."}),
                 "if_exists": (
                     ["reuse", "retrain"],
                     {
@@ -113,6 +116,8 @@ class TrainShardGateNode(ComposeNode):
 
     RETURN_TYPES = (SHARD_GATE, "STRING")
     RETURN_NAMES = ("shard_gate", "info")
+    OUTPUT_TOOLTIPS = ("The classifier gate: connect it to Compose Shards (gate: classifier).",
+                       "What the gate is: file, shards, steps, held-out accuracy.")
     FUNCTION = "train"
     DESCRIPTION = (
         "Train a shard gate (a small noisy-latent classifier, CDM Prop. 3.1) on each shard's images; saved "
@@ -163,6 +168,8 @@ class LoadShardGateNode(ComposeNode):
 
     RETURN_TYPES = (SHARD_GATE, "STRING")
     RETURN_NAMES = ("shard_gate", "info")
+    OUTPUT_TOOLTIPS = ("The classifier gate: connect it to Compose Shards (gate: classifier).",
+                       "What the gate is: file, shards, steps, held-out accuracy.")
     FUNCTION = "load"
     DESCRIPTION = "Load a shard gate file for Compose Shards' 'classifier' gate."
 

@@ -82,6 +82,7 @@ class ShardNode(ComposeNode):
 
     RETURN_TYPES = (SHARDS,)
     RETURN_NAMES = ("shards",)
+    OUTPUT_TOOLTIPS = ("The shard set with this shard added: chain more Shards, or connect Compose Shards.",)
     FUNCTION = "add"
     DESCRIPTION = "Add a model to a shard set (Compartmentalized Diffusion Models)."
 
@@ -113,6 +114,7 @@ class ComposeShardsNode(ComposeNode):
         }
 
     RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("A model whose every sampling step mixes the shards (use it like any MODEL).",)
     FUNCTION = "compose"
     DESCRIPTION = ("Sample from the mixture of shard models, mixed in x0 space at every step with static or "
                    "gated weights.")
@@ -148,6 +150,9 @@ class ForgetShardNode(ComposeNode):
 
     RETURN_TYPES = (SHARDS, "STRING")
     RETURN_NAMES = ("shards", "record")
+    OUTPUT_TOOLTIPS = ("The shard set without the forgotten shard.",
+                       "The forget record (shard, file sha256, time) as JSON, also appended to the "
+                       "forget log.")
     FUNCTION = "forget"
     DESCRIPTION = (
         "Forget a data source: the shard is dropped (no retraining; a classifier gate masks it) and a record "
@@ -178,6 +183,8 @@ class RestrictShardsNode(ComposeNode):
 
     RETURN_TYPES = (SHARDS, "STRING")
     RETURN_NAMES = ("shards", "served")
+    OUTPUT_TOOLTIPS = ("Only the shards the rights cover (or the ones requested).",
+                       "Names of the shards served, comma separated.")
     FUNCTION = "restrict"
     DESCRIPTION = "Keep only the shards a user may use (access tags); a request for any other shard fails."
 

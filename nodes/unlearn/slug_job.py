@@ -128,6 +128,21 @@ def clip_skip_blocks(clip: Any) -> int:
     return max(0, -int(idx) - 1) if idx is not None and int(idx) < 0 else 0
 
 
+def slug_report(patch: Patch, path: str) -> str:
+    """What SLUG did, in words, with a warning a user must act on when the step search missed a target."""
+    m = {k: patch.metrics.get(k, float("nan")) for k in ("forget_before", "forget_after", "retain_before",
+                                                           "retain_after")}
+    lines = [f"SLUG forgot {patch.concept!r} by editing one layer: {patch.layer} (step {patch.step:.4g})",
+             f"forget metric {m['forget_before']:.3f} -> {m['forget_after']:.3f} (lower: more forgotten); "
+             f"retain {m['retain_before']:.3f} -> {m['retain_after']:.3f}",
+             f"patch: {path}"]
+    if not m.get("search_success", 1.0):
+        lines.append("WARNING: the step search did not both forget the concept and keep the rest; the patch "
+                     "may forget too little. Try more (or more typical) images, another layer, a larger "
+                     "retain_drop, or Apply SLUG Patch with strength > 1.")
+    return "\n".join(lines)
+
+
 def run_on_clip(
     clip: Any,
     tower: ImageTower,

@@ -23,7 +23,7 @@ from .comfy_patches import (
     patch_files,
     write_patch,
 )
-from .slug_job import SlugRequest, run_on_clip
+from .slug_job import SlugRequest, run_on_clip, slug_report
 from .towers import load_tower, tower_names
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ class SlugUnlearnNode:
                         "world's, or an HF CLIPModel folder in models/clip_vision."
                     },
                 ),
-                "filename_prefix": ("STRING", {"default": "slug/patch"}),
+                "filename_prefix": ("STRING", {"default": "slug/patch", "tooltip": "Where the patch file "
+                                               "goes, under output/slug_patches/ (never replacing one)."}),
             },
             "optional": {
                 "forget_captions": (
@@ -79,14 +80,23 @@ class SlugUnlearnNode:
                     "STRING",
                     {"default": "", "tooltip": "Edit this layer (empty: SLUG picks from the Pareto front)."},
                 ),
-                "retain_drop": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 1.0, "step": 0.01}),
-                "max_evals": ("INT", {"default": 10, "min": 2, "max": 50}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
+                "retain_drop": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 1.0, "step": 0.01,
+                                          "tooltip": "How much retain accuracy the step search may "
+                                                     "give up for forgetting."}),
+                "max_evals": ("INT", {"default": 10, "min": 2, "max": 50,
+                                      "tooltip": "Step sizes the search may try per layer."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
+                                 "tooltip": "Seed of the retain set drawn when none is given."}),
             },
         }
 
-    RETURN_TYPES = ("CLIP", "STRING", "IMAGE")
-    RETURN_NAMES = ("clip", "patch_path", "layer_plot")
+    RETURN_TYPES = ("CLIP", "STRING", "IMAGE", "STRING")
+    RETURN_NAMES = ("clip", "patch_path", "layer_plot", "report")
+    OUTPUT_TOOLTIPS = ("A patched clone of the CLIP (the input is unchanged).",
+                       "The patch file written (give it to Apply SLUG Patch later).",
+                       "Every layer's importance vs gradient alignment; red: the layer edited.",
+                       "What SLUG did, with a warning when its step search missed a target (show it with "
+                       "Show Text).")
     FUNCTION = "unlearn"
     CATEGORY = CATEGORY
     DESCRIPTION = (
@@ -97,7 +107,7 @@ class SlugUnlearnNode:
         self, clip: Any, forget_images: torch.Tensor, concept: str, image_tower: str, filename_prefix: str,
         forget_captions: str = "", retain_images: torch.Tensor | None = None, retain_captions: str = "",
         layer: str = "", retain_drop: float = 0.05, max_evals: int = 10, seed: int = 0,
-    ) -> tuple[Any, str, torch.Tensor]:
+    ) -> tuple[Any, str, torch.Tensor, str]:
         request = SlugRequest(
             concept=concept, forget_captions=forget_captions, retain_captions=retain_captions, layer=layer,
             retain_drop=retain_drop, max_evals=max_evals, seed=seed,
@@ -109,7 +119,10 @@ class SlugUnlearnNode:
         logger.info(
             "SLUG Unlearn: wrote %s (%s, layer %s, step %.4g)", path, patch.concept, patch.layer, patch.step
         )
-        return apply_slug_patches(clip, [(str(path), patch)]), str(path), plot
+        report = slug_report(patch, str(path))
+        if not patch.metrics.get("search_success", 1.0):
+            logger.warning("SLUG Unlearn: %s", report.splitlines()[-1])
+        return apply_slug_patches(clip, [(str(path), patch)]), str(path), plot, report
 
 
 class ApplySlugPatchNode:
@@ -120,7 +133,7 @@ class ApplySlugPatchNode:
         files = patch_files()
         return {
             "required": {
-                "clip": ("CLIP",),
+                "clip": ("CLIP", {"tooltip": "The SD text encoder to patch (a patched clone is returned)."}),
                 "patch_name": (
                     files,
                     {"tooltip": "A patch from models/slug_patches or output/slug_patches."},
@@ -138,8 +151,8 @@ class ApplySlugPatchNode:
                 ),
             },
             "optional": {
-                "patch_name_2": (files,),
-                "patch_name_3": (files,),
+                "patch_name_2": (files, {"tooltip": "Another patch to stack (none: skip)."}),
+                "patch_name_3": (files, {"tooltip": "A third patch to stack (none: skip)."}),
                 "patch_path": (
                     "STRING",
                     {"forceInput": True, "tooltip": "A patch file path, e.g. from SLUG Unlearn."},
@@ -148,6 +161,7 @@ class ApplySlugPatchNode:
         }
 
     RETURN_TYPES = ("CLIP",)
+    OUTPUT_TOOLTIPS = ("A clone of the CLIP with the patches applied (the input is unchanged).",)
     FUNCTION = "apply"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Apply SLUG patch files (stackable, one per concept) to the CLIP; patches for another "

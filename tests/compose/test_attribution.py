@@ -40,3 +40,10 @@ def test_plot_draws_each_shard_in_its_colour():
 def test_empty_history_is_a_clear_error():
     with pytest.raises(ValueError, match="no sampling steps"):
         attribution_report([], NAMES)
+
+
+def test_four_samples_are_plotted_two_by_two():
+    four = [StepRecord(r.sigma, torch.cat([r.weights, r.weights]), [0, 1]) for r in history()]
+    one_row = attribution_plot(four, NAMES, columns=4)
+    grid = attribution_plot(four, NAMES)
+    assert grid.height == 2 * one_row.height and grid.width < one_row.width / 1.5

@@ -61,3 +61,19 @@ def test_single_point_and_zero_alignment_render():
     s = LayerScores(["a.weight"], np.array([0.3]), np.array([0.0]), np.array([0]))
     a = plot_array(s, "a.weight")
     assert _mask(a, PlotStyle().highlight).any()
+
+
+def test_plot_array_is_writable_so_torch_takes_it_without_a_warning():
+    import warnings
+
+    import torch
+
+    from unlearnkit.unlearn.pareto import LayerScores
+    from unlearnkit.unlearn.plot import plot_array
+
+    scores = LayerScores(["a.0.w", "a.1.w"], np.array([1.0, 2.0]), np.array([0.5, 0.1]), np.array([1]))
+    arr = plot_array(scores, "a.1.w")
+    assert arr.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.from_numpy(arr)

@@ -40,9 +40,10 @@ def attribution_report(history: Sequence[StepRecord], names: Sequence[str]) -> d
 
 
 def attribution_plot(
-    history: Sequence[StepRecord], names: Sequence[str], max_samples: int = 4
+    history: Sequence[StepRecord], names: Sequence[str], max_samples: int = 4, columns: int = 2
 ) -> Image.Image:
-    """Weight of each shard against sampling step, one panel per sample (CDM Fig. 1/3)."""
+    """Weight of each shard against sampling step, one panel per sample, ``columns`` per row (CDM Fig.
+    1/3)."""
     traj = weight_trajectory(history)  # (S, B, N)
     panels = []
     titles = []
@@ -50,4 +51,4 @@ def attribution_plot(
     for b in range(min(traj.shape[1], max_samples)):
         panels.append([traj[:, b, i].tolist() for i in range(traj.shape[2])])
         titles.append(f"sample {b}: {names[int(c[b].argmax())]} ({float(c[b].max()):.0%})")
-    return line_panels(panels, list(names), titles, "sampling step", "weight")
+    return line_panels(panels, list(names), titles, "sampling step", "weight", columns=columns)

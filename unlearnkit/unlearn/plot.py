@@ -144,4 +144,4 @@ def plot_layers(
 
 def plot_array(scores: LayerScores, chosen: str | None = None, style: PlotStyle | None = None) -> np.ndarray:
     """The plot as an (H, W, 3) uint8 array (e.g. for a ComfyUI IMAGE: divide by 255, add a batch axis)."""
-    return np.asarray(plot_layers(scores, chosen, style), dtype=np.uint8)
+    return np.array(plot_layers(scores, chosen, style), dtype=np.uint8)  # a writable copy (torch.from_numpy)
