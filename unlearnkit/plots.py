@@ -40,19 +40,22 @@ class Frame:
         return left + fx * (right - left), bottom - fy * (bottom - top)
 
 
-def draw_axes(draw: ImageDraw.ImageDraw, frame: Frame, title: str, x_label: str, y_label: str) -> None:
+def draw_axes(draw: ImageDraw.ImageDraw, frame: Frame, title: str, x_label: str, y_label: str,
+              pad: int = 0) -> None:
+    """Frame, title, labels and ticks; ``pad`` px of room above and below the data (a line at the range's
+    end is not drawn on the frame)."""
     left, top, right, bottom = frame.box
     f = font(12)
-    draw.rectangle(frame.box, outline=(0, 0, 0))
-    draw.text((left, top - 18), title, fill=(0, 0, 0), font=f)
-    draw.text(((left + right) // 2 - 30, bottom + 18), x_label, fill=(0, 0, 0), font=f)
+    draw.rectangle((left, top - pad, right, bottom + pad), outline=(0, 0, 0))
+    draw.text((left, top - pad - 18), title, fill=(0, 0, 0), font=f)
+    draw.text(((left + right) // 2 - 30, bottom + pad + 18), x_label, fill=(0, 0, 0), font=f)
     draw.text((left - 54, (top + bottom) // 2 - 22), y_label, fill=(0, 0, 0), font=font(10))
     for frac in (0.0, 0.5, 1.0):
         xv = frame.x_range[0] + frac * (frame.x_range[1] - frame.x_range[0])
         yv = frame.y_range[0] + frac * (frame.y_range[1] - frame.y_range[0])
         px, _ = frame(xv, frame.y_range[0])
         _, py = frame(frame.x_range[0], yv)
-        draw.text((px - 10, bottom + 3), f"{xv:.3g}", fill=(60, 60, 60), font=font(10))
+        draw.text((px - 10, bottom + pad + 3), f"{xv:.3g}", fill=(60, 60, 60), font=font(10))
         draw.text((left - 36, py - 6), f"{yv:.3g}", fill=(60, 60, 60), font=font(10))
 
 
@@ -75,8 +78,9 @@ def line_panels(
         row, col = divmod(p, cols)
         left, top = margin_l + col * (pw + margin_l), row * (margin_t + ph + margin_b) + margin_t
         steps = max((len(line) for line in panel), default=1)
-        frame = Frame((left, top, left + pw, top + ph), (0, max(steps - 1, 1)), y_range)
-        draw_axes(draw, frame, titles[p], x_label, y_label)
+        pad = 6  # a weight of exactly 0 or 1 is drawn inside the frame, not on it
+        frame = Frame((left, top + pad, left + pw, top + ph - pad), (0, max(steps - 1, 1)), y_range)
+        draw_axes(draw, frame, titles[p], x_label, y_label, pad)
         for k, line in enumerate(panel):
             pts = [frame(i, v) for i, v in enumerate(line)]
             if len(pts) > 1:

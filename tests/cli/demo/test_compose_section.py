@@ -1,16 +1,7 @@
 """Pieces of the Compose section that need no sampling."""
-import pytest
 import torch
 
-from unlearnkit.cli.demo.compose_section import SliderRows, trajectory_story
-
-
-def test_slider_rows_give_each_sample_its_own_normalised_weights():
-    gate = SliderRows(["a", "b"], torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
-    w = gate(torch.zeros(2, 4, 8, 8), torch.ones(2))
-    assert torch.allclose(w, torch.tensor([[1.0, 0.0], [0.5, 0.5]]))
-    with pytest.raises(ValueError, match="batch of 2"):
-        gate(torch.zeros(3, 4, 8, 8), torch.ones(3))
+from unlearnkit.cli.demo.compose_section import trajectory_story
 
 
 def test_trajectory_story_names_the_late_takeovers():

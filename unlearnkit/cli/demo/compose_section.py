@@ -11,6 +11,8 @@ from ... import io
 from ...compose.attribution import credit, weight_trajectory
 from ...compose.diffusers_unet import ComposedUNet
 from ...compose.gate_model import ClassifierGate, load_gate
+from ...compose.gates import StaticGate
+from ...compose.routing import Evaluation
 from ...compose.shards import Shard, ShardSet
 from ...plots import line_panels
 from ...tinyworld import store
@@ -27,24 +29,11 @@ FORGOTTEN = "bold"
 
 
 def composed(shards: ShardSet, gate) -> ComposedUNet:
-    """A diffusers UNet whose every step mixes the shards' x0 with ``gate``'s weights (CDM); per sample, a
-    shard whose weight is below 1 % is not evaluated (the engine's pruning)."""
+    """A diffusers UNet whose every step mixes the shards' x0 with ``gate``'s weights (CDM), evaluated as
+    every host does by default ('fast': a shard runs only on the samples whose weight reaches 1 %, and
+    above σ 1 each sample uses one shard drawn from its weights)."""
     acp = build_scheduler("ddim").alphas_cumprod
-    return ComposedUNet([s.model for s in shards], shards.names, gate, acp, prune_eps=0.01, route="sample")
-
-
-class SliderRows:
-    """Static gate with one slider setting per sample: row b of ``weights`` (B, N) for sample b at every step.
-
-    The same as sampling each row alone with a StaticGate of those priors, in one batch."""
-
-    def __init__(self, names: list[str], weights: torch.Tensor) -> None:
-        self.names, self.weights = list(names), weights / weights.sum(dim=1, keepdim=True)
-
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] != self.weights.shape[0]:
-            raise ValueError(f"slider rows: expected a batch of {self.weights.shape[0]}, got {x.shape[0]}")
-        return self.weights.to(x.device)
+    return ComposedUNet([s.model for s in shards], shards.names, gate, acp, evaluation=Evaluation())
 
 
 def style_set(world: TinyWorld) -> ShardSet:
@@ -64,11 +53,12 @@ def slider_sweep(world: TinyWorld, settings: DemoSettings, out: Path, positions:
     shards = {n: world.unet(f"style/{n}") for n in SLIDER_PAIR}
     prompts = [caption(d, None, 0) for d in SLIDER_DIGITS]
     weights = [i / (positions - 1) for i in range(positions)]
-    table = torch.tensor([[1 - w, w] for w in weights for _ in prompts])  # (positions × digits, 2)
-    unet = ComposedUNet(list(shards.values()), list(shards), SliderRows(list(shards), table),
-                        build_scheduler("ddim").alphas_cumprod)
-    images = world.images(unet, prompts, settings, repeat=positions)
-    columns = list(images.split(len(prompts)))
+    acp = build_scheduler("ddim").alphas_cumprod
+    columns = []  # one sampling run per slider position, the same noise in each (the host sees no repeats)
+    for w in weights:
+        gate = StaticGate(list(shards), [1 - w, w])
+        columns.append(world.images(ComposedUNet(list(shards.values()), list(shards), gate, acp), prompts,
+                                    settings))
     share_b = [rate(world.judged("style", col) == STYLES.index(b)) for col in columns]
     rows = [torch.stack([col[r] for col in columns]) for r in range(len(prompts))]
     image = labelled_grid(rows, [f'"{p}"' for p in prompts], [f"{b} {w:.2f}" for w in weights],

@@ -38,9 +38,10 @@ def panel_html(panel: Panel) -> str:
 
 def section_html(section: Section) -> str:
     panels = "\n".join(panel_html(p) for p in section.panels)
+    # a section made from other sections' results (side by side) took no time worth showing
+    took = f'<p class="meta">{section.seconds:.0f} s</p>' if section.seconds >= 1 else ""
     return (f'<section id="{escape(section.key)}"><h2>{escape(section.title)}</h2>'
-            f'<p class="intro">{escape(section.intro)}</p>\n{panels}'
-            f'<p class="meta">{section.seconds:.0f} s</p></section>')
+            f'<p class="intro">{escape(section.intro)}</p>\n{panels}{took}</section>')
 
 
 def page(sections: Sequence[Section], glance: Sequence[tuple[str, str]], meta: str) -> str:

@@ -76,15 +76,15 @@ class TinyWorld:
 
     def images(self, unet: torch.nn.Module, prompts: list[str], settings: DemoSettings,
                seed: int | None = None,
-               text_encoder: torch.nn.Module | None = None, repeat: int = 1) -> torch.Tensor:
-        """Images (B, 3, 16, 16) in [-1, 1] for ``prompts`` × ``repeat`` (each repeat with the same noise per
-        prompt: slider columns differ only in the weights), with the settings' sampler."""
+               text_encoder: torch.nn.Module | None = None) -> torch.Tensor:
+        """Images (B, 3, 16, 16) in [-1, 1] for ``prompts`` (the same seed gives the same noise per prompt),
+        with the settings' sampler."""
         pipe = self.pipeline(unet, text_encoder)
         gen = torch.Generator().manual_seed(settings.seed if seed is None else seed)
         shape = (len(prompts), unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-        latents = torch.randn(shape, generator=gen).repeat(repeat, 1, 1, 1)
+        latents = torch.randn(shape, generator=gen)
         with torch.no_grad():
-            out = pipe(list(prompts) * repeat, num_inference_steps=settings.steps,
+            out = pipe(list(prompts), num_inference_steps=settings.steps,
                        guidance_scale=settings.guidance, latents=latents, output_type="pt")
         return out.images * 2 - 1
 
