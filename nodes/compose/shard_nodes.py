@@ -145,7 +145,8 @@ class ForgetShardNode(ComposeNode):
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": {"shards": (SHARDS,), "name": text_input("Name of the shard to forget.")},
+        return {"required": {"shards": (SHARDS, {"tooltip": "The shard set to forget a data source from."}),
+                             "name": text_input("Name of the shard to forget.")},
                 "optional": {"reason": text_input("Why (e.g. a deletion request id).")}}
 
     RETURN_TYPES = (SHARDS, "STRING")
@@ -177,7 +178,7 @@ class RestrictShardsNode(ComposeNode):
     @classmethod
     def INPUT_TYPES(cls) -> dict:
         wanted = text_input("Shard names wanted (comma separated); empty: every shard the rights cover.")
-        return {"required": {"shards": (SHARDS,),
+        return {"required": {"shards": (SHARDS, {"tooltip": "The shard set to serve from."}),
                              "rights": text_input("Access tags the user holds (comma or space separated).")},
                 "optional": {"requested": wanted}}
 
