@@ -72,7 +72,7 @@ def hidden_widgets(nodes: list[dict], boxes: dict) -> list[str]:
 
 
 def undisplayed_outputs(workflow: dict) -> list[str]:
-    """STRING and IMAGE outputs of the pack's nodes that reach no display node."""
+    """STRING outputs of the pack's nodes that reach no display node, IMAGE outputs that reach nothing."""
     types = {n["id"]: n["type"] for n in workflow["nodes"]}
     out = []
     for n in workflow["nodes"]:
@@ -81,7 +81,8 @@ def undisplayed_outputs(workflow: dict) -> list[str]:
         for o in n.get("outputs", []):
             shown = [types[link[3]] for link in workflow["links"] if link[1] == n["id"] and link[2] ==
                      n["outputs"].index(o)]
-            if o["type"] in ("STRING", "IMAGE") and not any(t in DISPLAY_TYPES for t in shown):
+            if (o["type"] == "STRING" and not any(t in DISPLAY_TYPES for t in shown)) or (
+                    o["type"] == "IMAGE" and not shown):  # images may feed a node that uses them
                 out.append(f"{n['type']} #{n['id']} output {o['name']} ({o['type']}) reaches no display node")
     return out
 

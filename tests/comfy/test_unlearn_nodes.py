@@ -27,7 +27,7 @@ OTHER = "a drawing of the digit 5"
 LAYERS = {"p1": "encoder.layers.1.mlp.fc1.weight", "p2": "encoder.layers.0.self_attn.v_proj.weight",
           "p3": "encoder.layers.1.mlp.fc1.weight"}  # p3 stacks on p1's layer
 TINY_TOWER = "tiny world (built in)"
-WORKFLOW = REPO_ROOT / "example_workflows" / "slug_erase_style.json"
+WORKFLOW = REPO_ROOT / "example_workflows" / "Unlearn a style with SLUG.json"
 
 
 def hf_text_config(config: dict) -> dict:
@@ -192,7 +192,7 @@ def attach_saver(workflow: dict, source_id: int, slot: int, key: str) -> None:
 
 
 def workflow_graph() -> dict:
-    """example_workflows/slug_erase_style.json as saved, plus savers on both decodes and the patch path."""
+    """example_workflows/Unlearn a style with SLUG.json as saved, plus savers on the decodes and the patch path."""
     workflow = json.loads(WORKFLOW.read_text())
     titles = {n["id"]: n.get("title", "") for n in workflow["nodes"]}
     for link in [x for x in workflow["links"] if x[5] == "LATENT" and titles[x[1]].startswith("Sample (")]:
