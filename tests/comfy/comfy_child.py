@@ -86,6 +86,16 @@ def _validation_errors(valid: tuple) -> list[str]:
     return errors
 
 
+def write_ui(executor) -> None:
+    """What each node returned for the frontend (``ui``: shown text, previews) -> ui.json in the graph's out
+    folder: 0.3.x keeps it in history_result, 2024 engines in outputs_ui."""
+    history = getattr(executor, "history_result", None) or {}
+    shown = history.get("outputs") or getattr(executor, "outputs_ui", {})
+    os.makedirs(os.environ["UNLEARNKIT_TEST_OUT"], exist_ok=True)
+    with open(os.path.join(os.environ["UNLEARNKIT_TEST_OUT"], "ui.json"), "w") as f:
+        json.dump({str(k): v for k, v in shown.items()}, f, default=str)
+
+
 def run_graph(prompt: dict, name: str) -> dict:
     """Validate and execute one API-format prompt (or UI workflow); node errors are reported, never raised."""
     import execution
@@ -115,6 +125,7 @@ def run_graph(prompt: dict, name: str) -> dict:
     else:
         executor = execution.PromptExecutor(server)
     executor.execute(prompt, name, {}, valid[2])
+    write_ui(executor)
     errors = []
     for event, data in executor.status_messages:
         if event == "execution_error":

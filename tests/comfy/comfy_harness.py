@@ -186,6 +186,12 @@ class GraphResult:
     def record(self, key: str) -> dict:
         return json.loads((self.out_dir / f"{key}.json").read_text())
 
+    def shown_text(self, workflow: dict, title: str) -> str:
+        """The text a display node of a UI workflow (found by its title) showed after the run."""
+        node = next(n for n in workflow["nodes"] if n.get("title") == title)
+        ui = json.loads((self.out_dir / "ui.json").read_text()).get(str(node["id"])) or {}
+        return "\n".join(ui.get("text") or [])
+
 
 @dataclass
 class EngineRun:

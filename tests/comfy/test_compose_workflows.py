@@ -102,6 +102,9 @@ def test_gated_workflow_attributes_each_sample_to_the_shard_of_its_style(comfy_r
     assert len(set(report["top_shard"])) >= 2, "the gate picked one shard for every sample"
     digits = judge("digit", images)
     assert sum(d == 3 for d in digits) >= 6, f"digit judge: {digits}"
+    gated = load(GATED)  # the Show Text nodes show the gate's info and the attribution report
+    assert "tinyworld_style_gate" in r.shown_text(gated, "Info")
+    assert json.loads(r.shown_text(gated, "Report"))["top_shard"] == report["top_shard"]
 
 
 world, comfy_run = suite_fixtures(__name__)

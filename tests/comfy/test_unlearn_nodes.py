@@ -192,7 +192,7 @@ def attach_saver(workflow: dict, source_id: int, slot: int, key: str) -> None:
 
 
 def workflow_graph() -> dict:
-    """example_workflows/Unlearn a style with SLUG.json as saved, plus savers on the decodes and the patch path."""
+    """The example SLUG workflow as saved, plus savers on the decodes and the patch path."""
     workflow = json.loads(WORKFLOW.read_text())
     titles = {n["id"]: n.get("title", "") for n in workflow["nodes"]}
     for link in [x for x in workflow["links"] if x[5] == "LATENT" and titles[x[1]].startswith("Sample (")]:
@@ -333,6 +333,9 @@ def test_example_workflow_erases_the_style(comfy_run):
     r = comfy_run["workflow"].assert_ok()
     patch = load_patch(json.loads((r.out_dir / "patch.json").read_text())["text"])
     assert patch.concept == "bold style" and patch.layer.startswith("text_model.encoder.layers.")
+    saved = json.loads(WORKFLOW.read_text())  # its Show Text nodes show the patch file and SLUG's report
+    assert r.shown_text(saved, "Patch path") == json.loads((r.out_dir / "patch.json").read_text())["text"]
+    assert patch.layer in r.shown_text(saved, "Report")
     from unlearnkit.tinyworld import store
     from unlearnkit.tinyworld.styles import STYLES
 
