@@ -36,7 +36,7 @@ TITLES = {  # old file name -> readable file name (the card's title)
 TEXT_DISPLAYS = ("UnlearnKitShowText", "PreviewAny")
 DISPLAYS = (*TEXT_DISPLAYS, "PreviewImage", "SaveImage", "ImageScaleBy")
 SCALE = 6.0  # 16 px images shown 96 px
-VIEWPORT, SIDEBAR, TOP_BARS = (1600, 900), 70, 100
+VIEWPORT, SIDEBAR, TOP_BARS, MINIMAP = (1600, 900), 70, 100, 260  # px of the window: the minimap's width
 COLUMN_GAP, ROW_GAP, MIN_WIDTH, NOTE_WIDTH = 40, 12, 260, 360
 
 
@@ -230,10 +230,10 @@ def place(w: dict, known: dict, core: dict) -> None:
 
 def saved_view(w: dict, known: dict, core: dict) -> None:
     """The whole graph in view when it fits (else its top-left part), its corner beside the sidebar and
-    under the top bars."""
+    under the top bars, its right edge left of the minimap (bottom right)."""
     left, top, width, height = wl.bounds(w, known, core)
     floor = wl.measured()["constants"]["lowQuality"] + 0.03
-    room = (VIEWPORT[0] - SIDEBAR - 40, VIEWPORT[1] - TOP_BARS - 40)
+    room = (VIEWPORT[0] - MINIMAP - SIDEBAR - 20, VIEWPORT[1] - TOP_BARS - 40)
     scale = round(max(floor, min(1.0, room[0] / width, room[1] / height)), 3)
     corner = (SIDEBAR + 20, TOP_BARS + 20)
     w.setdefault("extra", {})["ds"] = {"scale": scale, "offset": [round(corner[0] / scale - left - 10, 1),
