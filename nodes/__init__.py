@@ -11,7 +11,8 @@ from .compose.shard_nodes import (
     ShardAttributionNode,
     ShardNode,
 )
-from .erase import SwapTextEncoderNode
+from .erase.erase_nodes import EraseConceptNode
+from .erase.swap_nodes import SwapTextEncoderNode
 from .tinyworld import LoadTinyWorldNode, TinyWorldImagesNode
 from .unlearn.slug_nodes import ApplySlugPatchNode, SlugUnlearnNode
 
@@ -27,6 +28,7 @@ NODES = {
     "UnlearnKitLoadTinyWorld": (LoadTinyWorldNode, "Load Tiny World (UnlearnKit)"),
     "UnlearnKitTinyWorldImages": (TinyWorldImagesNode, "Tiny World Images (UnlearnKit)"),
     "UnlearnKitSwapTextEncoder": (SwapTextEncoderNode, "Swap Text Encoder (UnlearnKit)"),
+    "UnlearnKitEraseConcept": (EraseConceptNode, "Erase Concept (UnlearnKit)"),
     "UnlearnKitSlugUnlearn": (SlugUnlearnNode, "SLUG Unlearn (UnlearnKit)"),
     "UnlearnKitApplySlugPatch": (ApplySlugPatchNode, "Apply SLUG Patch (UnlearnKit)"),
 }

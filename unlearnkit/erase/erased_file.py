@@ -33,6 +33,8 @@ def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
 
 def encoder_state(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The encoder's weights in canonical HF keys (``text_model.`` dropped on transformers 4)."""
+    if hasattr(encoder, "canonical_state"):  # SDTextEncoder (one or two towers)
+        return encoder.canonical_state()
     hf, _, _ = to_hf(encoder.state_dict(), what="text encoder")
     return hf
 
