@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from comfy_harness import Graph
+import torch
+from comfy_harness import REPO_ROOT, Graph
 from safetensors.torch import load_file
 from suite import suite_fixtures
 
@@ -94,6 +95,24 @@ def bad_graph(**kw) -> dict:
     return g.prompt()
 
 
+WORKFLOW = REPO_ROOT / "example_workflows" / "erase_style_in_graph.json"
+
+
+def workflow_graph() -> dict:
+    """The example as saved, plus an image saver on each VAE Decode (original, erased)."""
+    wf = json.loads(WORKFLOW.read_text())
+    decodes = sorted((n for n in wf["nodes"] if n["type"] == "VAEDecode"), key=lambda n: n["id"])
+    for source, key in zip(decodes, ("original", "erased")):
+        node_id, link_id = max(n["id"] for n in wf["nodes"]) + 1, max(lk[0] for lk in wf["links"]) + 1
+        wf["nodes"].append({"id": node_id, "type": "UKTestSaveImage", "pos": [0, 0], "size": [200, 60],
+                            "flags": {}, "order": node_id, "mode": 0, "outputs": [], "properties": {},
+                            "inputs": [{"name": "images", "type": "IMAGE", "link": link_id}],
+                            "widgets_values": [key]})
+        source["outputs"][0]["links"].append(link_id)
+        wf["links"].append([link_id, source["id"], 0, node_id, 0, "IMAGE"])
+    return wf
+
+
 BAD = {"bad_concept": {"concept": "  \n "}, "bad_retain": {"retain": ""}, "bad_iterations": {"iterations": 0},
        "bad_name": {"name": "taken"}, "bad_width": {"family_width": True}}
 
@@ -105,6 +124,7 @@ def suite_graphs(world: dict) -> dict:
               "sdxl": family_graph("sdxl", "fam_sdxl"), "sd2_swap": family_swap_graph("sd2", "fam_sd2"),
               "sdxl_swap": family_swap_graph("sdxl", "fam_sdxl")}
     graphs.update({k: bad_graph(**v) for k, v in BAD.items()})
+    graphs["workflow"] = workflow_graph()
     return graphs
 
 
@@ -173,3 +193,19 @@ def test_bad_input_is_refused_naming_the_input(comfy_run, world):
         comfy_run[graph].assert_failed(fragment)
     assert (world["out"] / "taken.safetensors").read_bytes() == b"not ours"
     assert not (world["out"] / "never.safetensors").exists()
+
+
+def test_example_workflow_erases_bold_style(comfy_run):
+    from unlearnkit.tinyworld import store
+    from unlearnkit.tinyworld.styles import STYLES
+
+    run = comfy_run["workflow"].assert_ok()
+    bold = STYLES.index("bold")
+    rates = {}
+    for key in ("original", "erased"):
+        images = torch.from_numpy(run.latent(key)).permute(0, 3, 1, 2).float() * 2 - 1
+        with torch.no_grad():
+            styles = store.load_judge("style")(images).argmax(1)
+        rates[key] = float((styles == bold).float().mean())
+    assert rates["original"] >= 0.75, rates
+    assert rates["erased"] <= rates["original"] - 0.5, rates
