@@ -20,9 +20,7 @@ import torch
 
 from ...unlearnkit import io
 from ...unlearnkit.erase.advunlearn import EraseConfig
-from ...unlearnkit.erase.erased_file import state_sha256
-from ...unlearnkit.textencoders.dims import TextEncoderDims
-from ...unlearnkit.textencoders.loading import META_CONFIG
+from ...unlearnkit.erase.erased_file import state_sha256, tower_file, tower_metadata
 from ..clip_weights import encoder_dims
 from .comfy_text import Tower
 from .comfy_unet import cross_attention_width
@@ -139,18 +137,14 @@ def existing_run(paths: dict[str, Path], key: str) -> dict | None:
 
 
 def tower_file_state(clip: Any, tower: Tower, trained: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The trained tower under HF ``CLIPTextModel`` keys, in the CLIP's own weight dtype (OpenCLIP-G also
-    keeps its text projection, which ComfyUI's loaders expect)."""
+    """The trained tower as the file's tensors, in the CLIP's own weight dtype."""
     from ...unlearnkit.textencoders.layouts import to_hf
 
     current = clip.cond_stage_model.state_dict()
     dtype = current[tower.layout.prefix + "embeddings.token_embedding.weight"].dtype
-    state = {"text_model." + k: v.detach().to("cpu", dtype).contiguous()
-             for k, v in to_hf(trained.state_dict(), what=tower.name)[0].items()}
     projection = tower.layout.prefix.removesuffix("text_model.") + "text_projection.weight"
-    if tower.name == "clip_g" and projection in current:
-        state["text_projection.weight"] = current[projection].detach().to("cpu", dtype).contiguous()
-    return state
+    keep = current.get(projection) if tower.name == "clip_g" else None
+    return tower_file(to_hf(trained.state_dict(), what=tower.name)[0], dtype, keep)
 
 
 def save_towers(clip: Any, paths: dict[str, Path], towers: dict[int, Tower], encoder: Any, key: str,
@@ -159,10 +153,8 @@ def save_towers(clip: Any, paths: dict[str, Path], towers: dict[int, Tower], enc
     metadata says what it is and how it was made."""
     written = []
     for index, tower in towers.items():
-        dims: TextEncoderDims = encoder_dims(clip, tower.layout)
-        meta = {"unlearnkit.kind": "clip_text_encoder", "unlearnkit.layout": "hf",
-                META_CONFIG: json.dumps(dims.to_dict(), sort_keys=True), "unlearnkit.erase.run": key,
-                "unlearnkit.erase.tower": tower.name, "unlearnkit.erase.record": json.dumps(record)}
+        info = {"run": key, "tower": tower.name, "record": json.dumps(record)}
+        meta = tower_metadata(encoder_dims(clip, tower.layout), info)
         state = tower_file_state(clip, tower, encoder.towers[index])
         written.append(io.save_safetensors(paths[tower.name], state, meta))
     return written
