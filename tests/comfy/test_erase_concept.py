@@ -201,11 +201,13 @@ def test_example_workflow_erases_bold_style(comfy_run):
 
     run = comfy_run["workflow"].assert_ok()
     bold = STYLES.index("bold")
-    rates = {}
+    rates, digits = {}, {}
     for key in ("original", "erased"):
         images = torch.from_numpy(run.latent(key)).permute(0, 3, 1, 2).float() * 2 - 1
         with torch.no_grad():
             styles = store.load_judge("style")(images).argmax(1)
+            digits[key] = float((store.load_judge("digit")(images).argmax(1) == 3).float().mean())
         rates[key] = float((styles == bold).float().mean())
     assert rates["original"] >= 0.75, rates
-    assert rates["erased"] <= rates["original"] - 0.5, rates
+    assert rates["erased"] <= rates["original"] - 0.5, rates  # "bold" erased …
+    assert digits["erased"] >= 0.75, digits  # … the prompted digit kept
