@@ -81,17 +81,24 @@ def train(model: Any, clip: Any, request: EraseRequest) -> dict:
     pooled = encoder.projection.weight.shape[0] if encoder.projection is not None else 0
     unet = ComfyUNet(model, request.resolution // 8, device, pooled)
     comps = Components(unet, encoder, ComfyTokenizer(clip), unet.scheduler(), None, "comfyui MODEL")
-    bar = comfy.utils.ProgressBar(config.iterations)
+    bar, cancelled = comfy.utils.ProgressBar(config.iterations), []
+
+    def on_step(done: int) -> None:  # the server's progress hook raises on Cancel (and clears the flag)
+        try:
+            bar.update_absolute(done, config.iterations)
+        except mm.InterruptProcessingException:
+            cancelled.append(done)
+
     resume = folder.is_dir() and any(folder.iterdir())
     with autograd_safe(model.model.diffusion_model):
         try:
             result = train_erased_encoder(
                 comps, config, folder, checkpoint_every=max(1, config.iterations // 10), resume=resume,
-                runtime=Runtime(device=device), progress=False,
-                on_step=lambda n: bar.update_absolute(n, config.iterations), stop=mm.processing_interrupted)
-        except TrainingStopped:
+                runtime=Runtime(device=device), progress=False, on_step=on_step,
+                stop=lambda: bool(cancelled) or mm.processing_interrupted())
+        except TrainingStopped:  # a checkpoint of the step just done exists: re-queue resumes there
             mm.throw_exception_if_processing_interrupted()
-            raise
+            raise mm.InterruptProcessingException() from None
     record = {"concept": list(config.concept), "attack": config.attack, "iterations": config.iterations,
               "losses": result.losses, "attack_norms": result.attack_norms,
               "resumed_from": result.resumed_from, "base_sha256": result.base_sha256}

@@ -276,6 +276,8 @@ def train_erased_encoder(comps: Components, config: EraseConfig, checkpoint_dir:
         result.attack_norms.append(attack_norm(delta if step >= config.warmup else None))
         bar.set_postfix({k: f"{v:.4f}" for k, v in parts.items()}, refresh=False)
         done = step + 1
+        if on_step is not None:
+            on_step(done)
         stopping = stop is not None and stop()
         due = done % checkpoint_every == 0 or done == config.iterations or stopping
         if folder is not None and due:
@@ -285,8 +287,6 @@ def train_erased_encoder(comps: Components, config: EraseConfig, checkpoint_dir:
             runtime.barrier()
         if stopping:
             raise TrainingStopped(done)
-        if on_step is not None:
-            on_step(done)
     runtime.check_agreement(list(trainable.values()))
     encoder.eval().requires_grad_(False)
     result.steps, result.seconds = config.iterations, time.perf_counter() - start
