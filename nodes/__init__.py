@@ -7,7 +7,8 @@ from .compose.attribution_node import ShardAttributionNode
 from .compose.gate_nodes import LoadShardGateNode, TrainShardGateNode
 from .compose.shard_nodes import ComposeShardsNode, ForgetShardNode, RestrictShardsNode, ShardNode
 from .display import ShowTextNode
-from .erase import SwapTextEncoderNode
+from .erase.erase_nodes import EraseConceptNode
+from .erase.swap_nodes import SwapTextEncoderNode
 from .tinyworld import LoadTinyWorldNode, TinyWorldImagesNode
 from .unlearn.slug_nodes import ApplySlugPatchNode, SlugUnlearnNode
 
@@ -23,6 +24,7 @@ NODES = {
     "UnlearnKitLoadTinyWorld": (LoadTinyWorldNode, "Load Tiny World (UnlearnKit)"),
     "UnlearnKitTinyWorldImages": (TinyWorldImagesNode, "Tiny World Images (UnlearnKit)"),
     "UnlearnKitSwapTextEncoder": (SwapTextEncoderNode, "Swap Text Encoder (UnlearnKit)"),
+    "UnlearnKitEraseConcept": (EraseConceptNode, "Erase Concept (UnlearnKit)"),
     "UnlearnKitSlugUnlearn": (SlugUnlearnNode, "SLUG Unlearn (UnlearnKit)"),
     "UnlearnKitApplySlugPatch": (ApplySlugPatchNode, "Apply SLUG Patch (UnlearnKit)"),
     "UnlearnKitShowText": (ShowTextNode, "Show Text (UnlearnKit)"),

@@ -31,9 +31,16 @@ def _threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def components(pipeline: str | None, unet: str, text_encoder: str | None = None):
-    """A diffusers pipeline folder's components, or the tiny world's (with UNet ``unet``) when none is
-    given."""
+def components(pipeline: str | None, unet: str, text_encoder: str | None = None,
+               checkpoint: str | None = None, prediction: str | None = None):
+    """A single-file checkpoint's or a diffusers pipeline folder's components, or the tiny world's (with
+    UNet ``unet``) when neither is given."""
+    if checkpoint is not None:
+        if pipeline is not None:
+            raise ValueError("--checkpoint and --pipeline: give one of them")
+        from .checkpoint_file import checkpoint_components
+
+        return checkpoint_components(checkpoint, prediction, text_encoder)
     if pipeline is None:
         from ..tinyworld.tasks.erase_models import tiny_components
 
@@ -69,7 +76,7 @@ def run_train(args: argparse.Namespace) -> int:
         bank_size=args.bank_size, retain_empty=not args.no_retain_empty, seed=args.seed,
     )
     runtime = make_runtime(cpu=args.cpu)
-    comps = components(args.pipeline, args.unet, args.text_encoder)
+    comps = components(args.pipeline, args.unet, args.text_encoder, args.checkpoint, args.prediction)
     folder = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_name(out.name + ".checkpoints")
     result = train_erased_encoder(comps, config, folder, args.checkpoint_every, args.resume, runtime,
                                   progress=not args.no_progress)
@@ -102,14 +109,15 @@ def run_attack(args: argparse.Namespace) -> int:
     _threads(args.threads)
     if args.judge and args.pipeline is not None:
         raise ValueError("--judge: judges exist for the tiny world only; leave out --pipeline or --judge")
+    model = {"checkpoint": args.checkpoint, "prediction": args.prediction}
     detector = None
     if args.judge:
         from ..tinyworld.tasks import Concept
 
         detector = Concept.parse(args.judge).detector()
     prompts = _prompts(args.concept, args.concept_file, "concept")
-    original = components(args.pipeline, args.unet)
-    attacked = components(args.pipeline, args.unet, args.encoder) if args.encoder else original
+    original = components(args.pipeline, args.unet, **model)
+    attacked = components(args.pipeline, args.unet, args.encoder, **model) if args.encoder else original
     check_prompts(original.tokenizer, list(prompts), "concept")
     spec = AttackSpec(args.method, args.objective, args.tokens, args.steps, args.lr, args.check_every)
     denoiser = Denoiser(original.unet, original.scheduler, SamplerConfig(args.sampler_steps, args.guidance))
@@ -125,6 +133,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--pipeline", default=None, help="diffusers SD1.x/2.x pipeline folder (default: the tiny world)"
     )
+    p.add_argument("--checkpoint", default=None,
+                   help="SD1.x/SD2.x single-file .safetensors (as ComfyUI / the webui load), read offline")
+    p.add_argument("--prediction", choices=("epsilon", "v_prediction"), default=None,
+                   help="the checkpoint's prediction type (SD2: 768-v files are v_prediction, the default)")
     p.add_argument("--unet", default="paragon", help="tiny world UNet: base, paragon, style/<style>, …")
     p.add_argument("--concept", action="append", help="prompt naming the concept (repeatable)")
     p.add_argument("--concept-file", default=None, help="more concept prompts, one per line")

@@ -118,6 +118,15 @@ class TrainResult:
     seconds: float = 0.0
     base_sha256: str = ""
     resumed_from: int = 0
+    attack_norms: list[float] = field(default_factory=list)  # mean ‖δ‖ per adversarial token, per step
+
+
+class TrainingStopped(Exception):
+    """``stop()`` asked training to end (e.g. the user's cancel); a checkpoint of ``step`` was written."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"erase training stopped after step {step}")
+        self.step = step
 
 
 def check_inputs(comps: Components, config: EraseConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,11 +214,32 @@ def attack_due(config: EraseConfig, step: int) -> bool:
     )
 
 
+def attack_norm(delta: torch.Tensor | None) -> float:
+    """Mean ‖δ‖ over the adversarial tokens (0 without an attack): the attack strength a step trained
+    against."""
+    return 0.0 if delta is None else float(delta.detach().float().norm(dim=-1).mean())
+
+
+def resume_into(folder: Path, resume: bool, trainable: dict, opt, config: EraseConfig, result: TrainResult,
+                device: torch.device) -> tuple[int, torch.Tensor | None]:
+    """Restore the newest checkpoint of ``folder`` into the run: (first step, δ)."""
+    if not resume:
+        raise FileExistsError(
+            f"checkpoint folder {str(folder)!r}: holds checkpoints; pass --resume or use another folder"
+        )
+    state = checkpoints.load(checkpoints.latest(folder), trainable, opt, config.to_dict(), RESUMABLE_CHANGES)
+    first = int(state["step"])
+    result.losses, result.resumed_from = list(state["losses"]), first
+    result.attack_norms = list(state.get("extra", {}).get("attack_norms", [0.0] * first))
+    return first, None if state["delta"] is None else state["delta"].to(device)
+
+
 def train_erased_encoder(comps: Components, config: EraseConfig, checkpoint_dir: str | Path | None = None,
                          checkpoint_every: int = 100, resume: bool = False, runtime: Runtime | None = None,
-                         progress: bool = True, on_step: Callable[[int], None] | None = None) -> TrainResult:
+                         progress: bool = True, on_step: Callable[[int], None] | None = None,
+                         stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train a copy of ``comps.text_encoder``; ``comps`` is never modified. ``on_step(done)`` runs after each
-    step."""
+    step; when ``stop()`` turns true after a step, that step is checkpointed and TrainingStopped raised."""
     start = time.perf_counter()
     runtime = runtime or Runtime()
     check_inputs(comps, config)
@@ -223,19 +253,7 @@ def train_erased_encoder(comps: Components, config: EraseConfig, checkpoint_dir:
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     first = 0
     if folder is not None and checkpoints.latest(folder) is not None:
-        if not resume:
-            raise FileExistsError(
-                f"checkpoint folder {str(folder)!r}: holds checkpoints; pass --resume or use another folder"
-            )
-        state = checkpoints.load(
-            checkpoints.latest(folder), trainable, opt, config.to_dict(), RESUMABLE_CHANGES
-        )
-        first, result.losses, result.resumed_from = (
-            int(state["step"]),
-            list(state["losses"]),
-            int(state["step"]),
-        )
-        delta = None if state["delta"] is None else state["delta"].to(runtime.device)
+        first, delta = resume_into(folder, resume, trainable, opt, config, result, runtime.device)
     attack_cfg = config.soft_attack()
     encoder.train()
     bar = tqdm(
@@ -255,14 +273,20 @@ def train_erased_encoder(comps: Components, config: EraseConfig, checkpoint_dir:
         runtime.mean_grads_(list(trainable.values()))
         opt.step()
         result.losses.append(float(runtime.mean(loss.detach())))
+        result.attack_norms.append(attack_norm(delta if step >= config.warmup else None))
         bar.set_postfix({k: f"{v:.4f}" for k, v in parts.items()}, refresh=False)
         done = step + 1
-        if folder is not None and (done % checkpoint_every == 0 or done == config.iterations):
-            if runtime.is_main:
-                checkpoints.save(folder, done, trainable, opt, delta, config.to_dict(), result.losses)
-            runtime.barrier()
         if on_step is not None:
             on_step(done)
+        stopping = stop is not None and stop()
+        due = done % checkpoint_every == 0 or done == config.iterations or stopping
+        if folder is not None and due:
+            if runtime.is_main:
+                checkpoints.save(folder, done, trainable, opt, delta, config.to_dict(), result.losses,
+                                 {"attack_norms": result.attack_norms})
+            runtime.barrier()
+        if stopping:
+            raise TrainingStopped(done)
     runtime.check_agreement(list(trainable.values()))
     encoder.eval().requires_grad_(False)
     result.steps, result.seconds = config.iterations, time.perf_counter() - start

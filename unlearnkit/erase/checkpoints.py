@@ -55,7 +55,8 @@ def set_rng_state(state: Mapping[str, torch.Tensor]) -> None:
 
 
 def save(folder: Path, step: int, params: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-         delta: torch.Tensor | None, config: Mapping[str, Any], losses: list[float]) -> Path:
+         delta: torch.Tensor | None, config: Mapping[str, Any], losses: list[float],
+         extra: Mapping[str, Any] | None = None) -> Path:
     """Write the state after ``step`` completed steps; keeps the newest KEEP checkpoints."""
     state = {
         "step": step,
@@ -65,6 +66,7 @@ def save(folder: Path, step: int, params: Mapping[str, torch.Tensor], optimizer:
         "rng": rng_state(),
         "config": dict(config),
         "losses": list(losses),
+        "extra": dict(extra or {}),  # per-step records beside the losses (e.g. attack norms)
     }
     path = io.save_checkpoint(folder / f"checkpoint-{step:07d}.pt", state)
     for _, old in checkpoints(folder)[:-KEEP]:

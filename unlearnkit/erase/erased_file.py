@@ -33,6 +33,8 @@ def state_sha256(state: Mapping[str, torch.Tensor]) -> str:
 
 def encoder_state(encoder: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The encoder's weights in canonical HF keys (``text_model.`` dropped on transformers 4)."""
+    if hasattr(encoder, "canonical_state"):  # SDTextEncoder (one or two towers)
+        return encoder.canonical_state()
     hf, _, _ = to_hf(encoder.state_dict(), what="text encoder")
     return hf
 
@@ -64,3 +66,22 @@ def save_erased_encoder(out: str | os.PathLike, encoder: torch.nn.Module, info: 
     path = io.save_safetensors(out, state, meta, overwrite=overwrite)
     logger.info("wrote erased text encoder %s", path)
     return path
+
+
+def tower_file(hf_state: Mapping[str, torch.Tensor], dtype: torch.dtype,
+               projection: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One erased tower as a file's tensors: HF ``CLIPTextModel`` keys (``text_model.…``, what ComfyUI's CLIP
+    loaders, Swap Text Encoder and the webui read) in ``dtype``; OpenCLIP-G keeps its text projection."""
+    out = {"text_model." + k: v.detach().to("cpu", dtype).contiguous() for k, v in hf_state.items()}
+    if projection is not None:
+        out["text_projection.weight"] = projection.detach().to("cpu", dtype).contiguous()
+    return out
+
+
+def tower_metadata(dims: TextEncoderDims, info: Mapping[str, str]) -> dict[str, str]:
+    """The metadata of an erased tower's file: kind, layout, dims (heads / activation are not in the
+    weights) and ``unlearnkit.erase.*`` provenance."""
+    meta = {"unlearnkit.kind": "clip_text_encoder", "unlearnkit.layout": "hf",
+            META_CONFIG: json.dumps(dims.to_dict(), sort_keys=True)}
+    meta.update({f"unlearnkit.erase.{k}": v for k, v in info.items()})
+    return meta

@@ -106,9 +106,16 @@ class Scorer:
         return bool(self.detector(self.images(encoder, ids, [seed], delta))[0])
 
 
-def attack_instance(encoder, original, scorer: Scorer, prompt: str, seed: int, spec: AttackSpec) -> Instance:
+def attack_instance(
+    encoder, original, scorer: Scorer, prompt: str, seed: int, spec: AttackSpec,
+    source: Denoiser | None = None,
+) -> Instance:
     """Pre-attack check, then one attack on (prompt, seed) against ``encoder``; ``original`` makes the
-    target."""
+    target.
+
+    ``source``: the model whose image of the prompt the attack aims at (default: the attacked model's own
+    denoiser), e.g. the original model when the attacked one is a composition with a shard dropped.
+    """
     den = scorer.denoiser
     ids = tokenize(scorer.tokenizer, [prompt])
     inst = Instance(prompt, seed, pre_success=scorer.hit(encoder, ids, seed), success=None)
@@ -117,7 +124,7 @@ def attack_instance(encoder, original, scorer: Scorer, prompt: str, seed: int, s
         return inst
     gen = torch.Generator().manual_seed(seed)
     if spec.objective == "denoise_concept":
-        x0 = generate_latents(original, den, ids, [seed], uncond_ids=scorer.uncond_ids)
+        x0 = generate_latents(original, source or den, ids, [seed], uncond_ids=scorer.uncond_ids)
         draw = denoise_concept(den, x0, ids)
     else:
         from .denoise import TrajectoryBank
@@ -143,12 +150,13 @@ def attack_instance(encoder, original, scorer: Scorer, prompt: str, seed: int, s
 
 
 def attack_report(encoder, original, scorer: Scorer, prompts: Sequence[str], seeds: Sequence[int],
-                  spec: AttackSpec) -> AttackReport:
-    """Attack every (prompt, seed) instance."""
+                  spec: AttackSpec, source: Denoiser | None = None) -> AttackReport:
+    """Attack every (prompt, seed) instance (``source``: see attack_instance)."""
     report = AttackReport()
     for prompt in prompts:
         for seed in seeds:
-            report.instances.append(attack_instance(encoder, original, scorer, prompt, int(seed), spec))
+            inst = attack_instance(encoder, original, scorer, prompt, int(seed), spec, source)
+            report.instances.append(inst)
             logger.debug("attack %r seed %d: %s", prompt, seed, report.instances[-1])
     logger.info("attack %s/%s: ASR %s (pre-attack %s) over %d instances", spec.method, spec.objective,
                 report.asr, report.pre_attack_rate, len(report.instances))

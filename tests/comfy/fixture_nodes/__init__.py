@@ -246,8 +246,10 @@ NODE_CLASS_MAPPINGS = {
 }
 from .clip_fixtures import NODE_CLASS_MAPPINGS as _CLIP_FIXTURES  # noqa: E402  (Erase/Unlearn node tests)
 from .clip_fixtures import register_test_folders  # noqa: E402
+from .erase_fixtures import NODE_CLASS_MAPPINGS as _ERASE_FIXTURES  # noqa: E402
 
 NODE_CLASS_MAPPINGS.update(_CLIP_FIXTURES)
+NODE_CLASS_MAPPINGS.update(_ERASE_FIXTURES)
 register_test_folders()  # test-only: model folders named by $UNLEARNKIT_TEST_MODEL_FOLDERS
 NODE_CLASS_MAPPINGS.update(COMPOSE_FIXTURES)
 NODE_DISPLAY_NAME_MAPPINGS = {k: f"{k} (test fixture)" for k in NODE_CLASS_MAPPINGS}

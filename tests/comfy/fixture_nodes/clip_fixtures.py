@@ -30,6 +30,8 @@ def register_test_folders() -> None:
     for entry in filter(None, os.environ.get(FOLDERS_ENV, "").split(";")):
         name, _, path = entry.partition("=")
         folder_paths.add_model_folder_path(name, path)
+        paths = folder_paths.folder_names_and_paths[getattr(folder_paths, "map_legacy", str)(name)][0]
+        paths.insert(0, paths.pop(paths.index(path)))  # first: where nodes write (never the cached engine's)
 
 
 

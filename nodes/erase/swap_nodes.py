@@ -12,10 +12,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..unlearnkit.textencoders import Layout, load_text_encoder_state
-from ..unlearnkit.textencoders.dims import check_matches, mismatches
-from ..unlearnkit.textencoders.loading import WEIGHT_FILES
-from .clip_weights import encoder_dims, text_encoders
+from ...unlearnkit.textencoders import Layout, load_text_encoder_state
+from ...unlearnkit.textencoders.dims import check_matches, mismatches
+from ...unlearnkit.textencoders.loading import WEIGHT_FILES
+from ..clip_weights import encoder_dims, text_encoders
 
 logger = logging.getLogger(__name__)
 
