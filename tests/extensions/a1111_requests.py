@@ -61,6 +61,15 @@ def infotext(out: dict) -> str:
 
 # ---- the core's side -----------------------------------------------------------------------------
 
+def core_models() -> dict:
+    """The tiny world's models in fp32, as the references and the judge use them."""
+    from unlearnkit.tinyworld import store
+
+    unets = {f"{stem}.safetensors": store.load_unet(unet).float() for stem, unet in CHECKPOINTS.items()}
+    return {"te": store.load_text_encoder().float(), "vae": store.load_vae().float(), "unets": unets,
+            "judge": store.load_judge("digit")}
+
+
 def reference(core, shards=("paragon.safetensors",), gate=None, te=None, evaluation=None) -> np.ndarray:
     import a1111_reference
 

@@ -26,6 +26,7 @@ from a1111_requests import (
     SEED,
     TIMES,
     assert_close,
+    core_models,
     differs,
     generate,
     infotext,
@@ -89,11 +90,7 @@ def server(webui):
 # ---- requests ------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def core() -> dict:
-    from unlearnkit.tinyworld import store
-
-    unets = {f"{stem}.safetensors": store.load_unet(unet).float() for stem, unet in CHECKPOINTS.items()}
-    return {"te": store.load_text_encoder().float(), "vae": store.load_vae().float(), "unets": unets,
-            "judge": store.load_judge("digit")}
+    return core_models()
 
 
 def test_extension_loads_without_breaking_other_scripts(server):
