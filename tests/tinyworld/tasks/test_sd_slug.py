@@ -8,7 +8,7 @@ import torch
 
 from unlearnkit.tinyworld import store
 from unlearnkit.tinyworld.data import load_world
-from unlearnkit.tinyworld.models import text_encoder_from_clip
+from unlearnkit.tinyworld.models import LATENT_CHANNELS, text_encoder_from_clip
 from unlearnkit.tinyworld.pipeline import build_pipeline
 from unlearnkit.tinyworld.tasks import Concept
 from unlearnkit.tinyworld.tasks.slug_generation import sd_generation_metrics, sd_search_prompts
@@ -86,3 +86,20 @@ def test_the_step_lowers_the_kv_forget_loss_on_a_forced_unet_layer(world):
     loss_after = forget_loss(world["forget"])
     remove_patch(sd.unet, patch)
     assert loss_after < 0.95 * loss_before, (loss_before, loss_after)
+
+
+def test_fixed_noise_sampler_is_deterministic_and_decodes(world):
+    from unlearnkit.tinyworld.tokenizer import tokenize
+    from unlearnkit.unlearn.sd_sampling import ddim_timesteps, fixed_noise_generator
+
+    assert ddim_timesteps(1000, 4).tolist() == [999, 666, 333, 0]
+    pipe = world["pipe"]
+    decode = lambda z: pipe.vae.decode(z / pipe.vae.config.scaling_factor).sample  # noqa: E731
+    generate = fixed_noise_generator(world["sd"], tokenize, decode, (LATENT_CHANNELS, 8, 8), steps=4, seed=3,
+                                     batch=2)
+    prompts = ["a handwritten digit 3 in bold style", "digit 5", "the number seven in slanted style"]
+    first, again = generate(prompts), generate(prompts)
+    assert first.shape == (3, 3, 16, 16) and torch.equal(first, again)
+    assert not torch.allclose(first[0], first[1])
+    with pytest.raises(ValueError, match="steps"):
+        ddim_timesteps(1000, 0)
