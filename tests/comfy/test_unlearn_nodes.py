@@ -158,6 +158,24 @@ def hf_tower_graph(world: dict, retain_captions: str) -> dict:
     return g.prompt()
 
 
+def sd_hf_tower_graph(with_vae: bool = True) -> dict:
+    """SD SLUG (MODEL + VAE) with an HF CLIPModel folder as the image tower and the user's retain pairs: the
+    generic search (forget captions vs the anchor, each retain caption among the retain captions)."""
+    g = Graph()
+    tiny = g.node("UnlearnKitLoadTinyWorld", unet="paragon")
+    slug = g.node(
+        "UnlearnKitSlugUnlearn", clip=tiny.out(1), concept="bold style",
+        image_tower="tiny_clip/model.safetensors", filename_prefix="test/sd_bold", model=tiny.out(0),
+        **({"vae": tiny.out(2)} if with_vae else {}),
+        forget_images=g.node("UnlearnKitTinyWorldImages", source="style/bold", count=8, seed=0),
+        retain_images=g.node("UnlearnKitTinyWorldImages", source="style/slanted", count=4, seed=1),
+        retain_captions="\n".join(f"a handwritten digit {d} in slanted style" for d in (1, 4, 6, 9)),
+        forget_captions="a handwritten digit in bold style", anchor="plain", max_evals=4,
+    )
+    g.node("UKTestSaveValue", key="outputs", text=slug.out(1))
+    return g.prompt()
+
+
 def unlearn_graph(world: dict, forget_count: int = 8, concept: str = "bold style") -> dict:
     weights, config = world["tiny"]
     g = Graph()
@@ -239,7 +257,8 @@ def suite_graphs(world: dict) -> dict:
                                                            for i in range(4))),
                   retain_mismatch=hf_tower_graph(world, "only one caption"),
                   unet_patch=unet_patch_graph(), unet_other=unet_patch_graph("base"),
-                  unet_no_model=unet_patch_graph(with_model=False))
+                  unet_no_model=unet_patch_graph(with_model=False),
+                  sd_hf_tower=sd_hf_tower_graph(), sd_no_vae=sd_hf_tower_graph(with_vae=False))
     graphs["workflow"] = workflow_graph()
     return graphs
 
@@ -346,9 +365,18 @@ def test_slug_unlearn_with_an_hf_clip_folder_as_image_tower(comfy_run, world):
     assert patch.concept == "bold style" and patch.layer.startswith("text_model.encoder.layers.")
 
 
+def test_sd_slug_with_an_hf_clip_folder_and_user_retain_pairs(comfy_run, world):
+    r = unlearn_result(comfy_run, world, "sd_hf_tower")
+    patch = load_patch(json.loads((r.out_dir / "outputs.json").read_text())["text"])
+    assert patch.concept == "bold style" and patch.step > 0
+    assert patch.metrics["forget_before"] > 0.5 and 1 <= patch.metrics["layers_tried"] <= 4
+    assert patch.metrics["search_evals"] <= 1 + 4 * 4
+
+
 @pytest.mark.parametrize(
     ("graph", "fragment"),
     [
+        ("sd_no_vae", "vae: connect the model's VAE"),
         ("no_images", "forget_images: no images"),
         ("no_concept", "concept:"),
         ("retain_mismatch", "retain_captions: give one caption per retain image"),
