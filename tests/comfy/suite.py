@@ -19,7 +19,7 @@ from comfy_harness import EngineRun, run_graphs
 
 HERE = Path(__file__).resolve().parent
 SUITE = ("test_compose", "test_compose_gates", "test_tinyworld", "test_compose_workflows",
-         "test_erase_nodes", "test_unlearn_nodes")
+         "test_erase_nodes", "test_unlearn_nodes", "test_unlearn_sd_nodes")
 SEPARATOR = "."
 FOLDERS_ENV = "UNLEARNKIT_TEST_MODEL_FOLDERS"  # read by the fixture pack (fixture_nodes/clip_fixtures.py)
 _WORLDS: dict[str, dict] = {}
