@@ -32,6 +32,7 @@ TITLES = {  # old file name -> readable file name (the card's title)
     "tinyworld_compose_slider_mix": "Compose style shards with sliders",
     "tinyworld_compose_gated_attribution": "Compose with a gate and attribution",
     "slug_erase_style": "Unlearn a style with SLUG",
+    "erase_style_in_graph": "Erase a style with AdvUnlearn",
 }
 TEXT_DISPLAYS = ("UnlearnKitShowText", "PreviewAny")
 DISPLAYS = (*TEXT_DISPLAYS, "PreviewImage", "SaveImage", "ImageScaleBy")

@@ -15,6 +15,7 @@ accuracy on the search set (how a baseline's learning rate is chosen), and its t
 SLUG's (SLUG's time: the median of --repeats runs; each baseline run is timed once).
 All methods search/stop on public images; held-out images are used only for the reported numbers.
 A second SLUG run on both towers (CLIP zero-shot only) is reported under "slug_both_towers".
+The ``style_*`` keys: SD SLUG erases a style in generation (bench/unlearn_style.py).
 
 Run: ``OMP_NUM_THREADS=1 nice python bench/unlearn.py --json`` (last stdout line: one JSON object).
 """
@@ -32,6 +33,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
+from unlearn_style import add_style_args, style_bench  # noqa: E402
 
 from unlearnkit.tinyworld import store  # noqa: E402
 from unlearnkit.tinyworld.data import load_world  # noqa: E402
@@ -197,12 +199,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20, help="generated images per class prompt")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0)
-    parser.add_argument(
-        "--unet", default="paragon", help="generator (falls back to base for digits if missing)"
-    )
-    parser.add_argument(
-        "--lrs", type=lambda s: [float(x) for x in s.split(",")], default=[1e-4, 3e-4, 1e-3, 3e-3]
-    )
+    parser.add_argument("--unet", default="paragon", help="generator (base for digits if it is missing)")
+    floats = lambda s: [float(x) for x in s.split(",")]  # noqa: E731
+    parser.add_argument("--lrs", type=floats, default=[1e-4, 3e-4, 1e-3, 3e-3])
     parser.add_argument("--max-ga-steps", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--n-forget", type=int, default=64)
@@ -211,17 +210,13 @@ def main() -> None:
     parser.add_argument("--max-layers", type=int, default=4)
     parser.add_argument("--max-layers-both", type=int, default=12, help="layers tried by the both-towers run")
     parser.add_argument("--max-evals", type=int, default=10)
-    parser.add_argument(
-        "--retain-drop", type=float, default=0.02, help="SLUG search's allowed retain drop (search set)"
-    )
-    parser.add_argument(
-        "--gen-retain-drop", type=float, default=0.05, help="the same for the generation search"
-    )
-    parser.add_argument(
-        "--search-samples", type=int, default=8, help="generated images per class in each search step"
-    )
+    parser.add_argument("--retain-drop", type=float, default=0.02, help="SLUG search's allowed retain drop")
+    parser.add_argument("--gen-retain-drop", type=float, default=0.05, help="the same, generation searches")
+    parser.add_argument("--search-samples", type=int, default=8, help="generated images per class per step")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="SLUG timing: median of this many runs")
+    parser.add_argument("--skip-style", action="store_true", help="leave out the style_* keys")
+    add_style_args(parser)
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.WARNING if args.json else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
@@ -294,6 +289,7 @@ def run(args: argparse.Namespace) -> dict:
             "layers_tried": len(result_b.tried),
             "slug_seconds": round(slug_b_s, 2),
         },
+        **({} if args.skip_style else style_bench(args)),
         "threads": torch.get_num_threads(),
         "bench_seconds": round(time.perf_counter() - wall, 1),
     }

@@ -1,8 +1,8 @@
-"""SLUG patches as ComfyUI weight patches: patch folders, new patch files, and patches on a CLIP clone.
+"""SLUG patches as ComfyUI weight patches: patch folders, new patch files, patches on a CLIP / MODEL clone.
 
-A SLUG patch goes on a *clone* as a ComfyUI "diff" weight patch (ComfyUI patches, backs up and offloads
-the weights), so the input CLIP is untouched; ``SlugDiff`` remembers which SLUG patch an entry is, so
-later nodes can tell SLUG patches from LoRAs or swapped encoders.
+A SLUG patch goes on a *clone* (of the CLIP, or of the MODEL for a UNet K/V patch) as a ComfyUI "diff"
+weight patch (ComfyUI patches, backs up and offloads the weights), so the input is untouched; ``SlugDiff``
+remembers which SLUG patch an entry is, so later nodes can tell SLUG patches from LoRAs or swapped encoders.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from ...unlearnkit.unlearn import Patch, PatchMismatchError, save_patch
 from ...unlearnkit.unlearn.patch_files import state_key
+from ...unlearnkit.unlearn.sd_model import UNET, is_cross_attention_kv
 from ..clip_weights import effective_weights
 
 logger = logging.getLogger(__name__)
@@ -87,18 +88,25 @@ def applied_slug_patches(patcher: Any) -> list[tuple[str, Patch, float]]:
             for entry in entries if is_slug(entry[1])]
 
 
-def apply_slug_patches(clip: Any, patches: Sequence[tuple[str, Patch]], strength: float = 1.0) -> Any:
-    """A clone of ``clip`` with the patches added (each checked against the weights before any SLUG patch)."""
-    out = clip.clone()
-    applied = {patch.id for _, patch, _ in applied_slug_patches(out.patcher)}
+def patcher_of(target: Any) -> Any:
+    """The ModelPatcher of a CLIP (its ``patcher``) or of a MODEL (itself)."""
+    return getattr(target, "patcher", target)
+
+
+def apply_slug_patches(target: Any, patches: Sequence[tuple[str, Patch]], strength: float = 1.0) -> Any:
+    """A clone of ``target`` (a CLIP, or a MODEL for UNet patches) with the patches added, each checked
+    against the weights before any SLUG patch (a UNet patch is found by content among the K/V weights)."""
+    out = target.clone()
+    patcher = patcher_of(out)
+    applied = {patch.id for _, patch, _ in applied_slug_patches(patcher)}
     layers = tuple(p.layer for _, p in patches)
+    unet = any(p.target == UNET for _, p in patches)
 
     def named(key: str) -> bool:
-        return any(key == n or key.endswith("." + n) or n.endswith("." + key) for n in layers)
+        return (unet and is_cross_attention_kv(key)) or any(
+            key == n or key.endswith("." + n) or n.endswith("." + key) for n in layers)
 
-    base = effective_weights(
-        out.patcher, keep=not_slug, only=named
-    )  # LoRAs / swapped encoders count, SLUG patches not
+    base = effective_weights(patcher, keep=not_slug, only=named)  # LoRAs / swapped encoders count, SLUG not
     for source, patch in patches:
         what = f"patch file {Path(source).name!r}"
         if patch.id in applied:

@@ -32,6 +32,7 @@ class SlugRequest:
     retain_drop: float = 0.05
     max_evals: int = 10
     seed: int = 0
+    anchor: str = "plain"  # SD SLUG (MODEL connected): what the forget captions say instead of the concept
 
     def check(self) -> None:
         if not self.concept.strip():

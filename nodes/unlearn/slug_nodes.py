@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ...unlearnkit.unlearn import load_patch
+from ...unlearnkit.unlearn.sd_model import UNET
 from .comfy_patches import (
     NONE,
     applied_slug_patches,
@@ -23,6 +25,7 @@ from .comfy_patches import (
     patch_files,
     write_patch,
 )
+from .sd_job import run_sd
 from .slug_job import SlugRequest, run_on_clip, slug_report
 from .towers import load_tower, tower_names
 
@@ -87,16 +90,25 @@ class SlugUnlearnNode:
                                       "tooltip": "Step sizes the search may try per layer."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
                                  "tooltip": "Seed of the retain set drawn when none is given."}),
+                "model": ("MODEL", {"tooltip": "The SD model: with a VAE, SLUG reads the text as its UNet "
+                                    "does (cross-attention keys/values of every token) and may edit a UNet "
+                                    "layer."}),
+                "vae": ("VAE", {"tooltip": "The model's VAE (needed with model)."}),
+                "anchor": ("STRING", {"default": "plain", "tooltip": "With model: what the captions say "
+                                      "instead of the concept (e.g. 'plain' for a style, 'a painting' for an "
+                                      "artist)."}),
             },
         }
 
-    RETURN_TYPES = ("CLIP", "STRING", "IMAGE", "STRING")
-    RETURN_NAMES = ("clip", "patch_path", "layer_plot", "report")
-    OUTPUT_TOOLTIPS = ("A patched clone of the CLIP (the input is unchanged).",
+    RETURN_TYPES = ("CLIP", "STRING", "IMAGE", "STRING", "MODEL")
+    RETURN_NAMES = ("clip", "patch_path", "layer_plot", "report", "model")
+    OUTPUT_TOOLTIPS = ("A patched clone of the CLIP (the input is unchanged; the CLIP itself when SLUG chose "
+                       "a UNet layer).",
                        "The patch file written (give it to Apply SLUG Patch later).",
                        "Every layer's importance vs gradient alignment; red: the layer edited.",
                        "What SLUG did, with a warning when its step search missed a target (show it with "
-                       "Show Text).")
+                       "Show Text).",
+                       "With a model input: the model, patched when SLUG chose a UNet layer.")
     FUNCTION = "unlearn"
     CATEGORY = CATEGORY
     DESCRIPTION = (
@@ -106,14 +118,20 @@ class SlugUnlearnNode:
     def unlearn(
         self, clip: Any, forget_images: torch.Tensor, concept: str, image_tower: str, filename_prefix: str,
         forget_captions: str = "", retain_images: torch.Tensor | None = None, retain_captions: str = "",
-        layer: str = "", retain_drop: float = 0.05, max_evals: int = 10, seed: int = 0,
-    ) -> tuple[Any, str, torch.Tensor, str]:
+        layer: str = "", retain_drop: float = 0.05, max_evals: int = 10, seed: int = 0, model: Any = None,
+        vae: Any = None, anchor: str = "plain",
+    ) -> tuple[Any, str, torch.Tensor, str, Any]:
         request = SlugRequest(
             concept=concept, forget_captions=forget_captions, retain_captions=retain_captions, layer=layer,
-            retain_drop=retain_drop, max_evals=max_evals, seed=seed,
+            retain_drop=retain_drop, max_evals=max_evals, seed=seed, anchor=anchor,
         )
-        patch, plot = run_on_clip(clip, load_tower(image_tower), forget_images, retain_images, request)
+        tower = load_tower(image_tower)
+        if model is None:
+            patch, plot = run_on_clip(clip, tower, forget_images, retain_images, request)
+        else:
+            patch, plot = run_sd(clip, model, vae, tower, forget_images, retain_images, request)
         applied = applied_slug_patches(clip.patcher)
+        applied += applied_slug_patches(model) if model is not None else []
         patch = replace(patch, made_on_top_of=tuple(p.id for _, p, _ in applied))
         path = write_patch(patch, filename_prefix)
         logger.info(
@@ -122,7 +140,9 @@ class SlugUnlearnNode:
         report = slug_report(patch, str(path))
         if not patch.metrics.get("search_success", 1.0):
             logger.warning("SLUG Unlearn: %s", report.splitlines()[-1])
-        return apply_slug_patches(clip, [(str(path), patch)]), str(path), plot, report
+        if patch.target == UNET:
+            return clip, str(path), plot, report, apply_slug_patches(model, [(str(path), patch)])
+        return apply_slug_patches(clip, [(str(path), patch)]), str(path), plot, report, model
 
 
 class ApplySlugPatchNode:
@@ -157,22 +177,30 @@ class ApplySlugPatchNode:
                     "STRING",
                     {"forceInput": True, "tooltip": "A patch file path, e.g. from SLUG Unlearn."},
                 ),
+                "model": ("MODEL", {"tooltip": "The SD model, for patches of a UNet layer."}),
             },
         }
 
-    RETURN_TYPES = ("CLIP",)
-    OUTPUT_TOOLTIPS = ("A clone of the CLIP with the patches applied (the input is unchanged).",)
+    RETURN_TYPES = ("CLIP", "MODEL")
+    OUTPUT_TOOLTIPS = ("A clone of the CLIP with the text-encoder patches applied (the input is unchanged).",
+                       "With a model input: a clone of the MODEL with the UNet patches applied.")
     FUNCTION = "apply"
     CATEGORY = CATEGORY
-    DESCRIPTION = ("Apply SLUG patch files (stackable, one per concept) to the CLIP; patches for another "
-                   "model are refused.")
+    DESCRIPTION = ("Apply SLUG patch files (stackable, one per concept) to the CLIP, or to the MODEL for a "
+                   "UNet layer; patches for another model are refused.")
 
     def apply(
         self, clip: Any, patch_name: str, strength: float, patch_name_2: str = NONE, patch_name_3: str = NONE,
-        patch_path: str | None = None,
-    ) -> tuple[Any]:
+        patch_path: str | None = None, model: Any = None,
+    ) -> tuple[Any, Any]:
         paths = [patch_file_path(n) for n in (patch_name, patch_name_2, patch_name_3) if n and n != NONE]
         paths += [patch_path] if patch_path else []
         if not paths:
             raise ValueError("patch_name: choose at least one patch file (or connect patch_path)")
-        return (apply_slug_patches(clip, [(p, load_patch(p)) for p in paths], strength),)
+        patches = [(p, load_patch(p)) for p in paths]
+        text = [(p, patch) for p, patch in patches if patch.target != UNET]
+        unet = [(p, patch) for p, patch in patches if patch.target == UNET]
+        if unet and model is None:
+            raise ValueError(f"model: {Path(unet[0][0]).name!r} patches a UNet layer; connect the MODEL")
+        return (apply_slug_patches(clip, text, strength) if text else clip,
+                apply_slug_patches(model, unet, strength) if unet else model)

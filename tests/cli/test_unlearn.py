@@ -83,6 +83,7 @@ def test_apply_and_info(tiny_clip, tmp_path, capsys):
     assert main(["unlearn", "info", "--json", patch_file]) == 0
     info = _last_json(capsys)
     assert (info["concept"], info["layer"], info["dtype"]) == ("bold style", layer, "float32")
+    assert info["target"] == "text"
 
 
 def _folder(path, colours, captions=None):

@@ -22,7 +22,8 @@ from comfy_harness import EngineRun, run_graphs
 HERE = Path(__file__).resolve().parent
 SUITE = ("test_compose", "test_compose_clones", "test_compose_gates", "test_compose_gate_files",
          "test_compose_evaluate", "test_compose_engine", "test_tinyworld", "test_compose_workflows",
-         "test_erase_nodes", "test_erase_concept", "test_unlearn_nodes")
+         "test_erase_nodes", "test_erase_concept", "test_unlearn_nodes",
+         "test_unlearn_sd_nodes")
 SEPARATOR = "."
 SELECT_ENV = "UNLEARNKIT_COMFY_SUITE"
 FOLDERS_ENV = "UNLEARNKIT_TEST_MODEL_FOLDERS"  # read by the fixture pack (fixture_nodes/clip_fixtures.py)

@@ -1,9 +1,10 @@
-"""SLUG nodes (nodes/unlearn.py) in real ComfyUI, 2024-03 and 0.3.75.
+"""SLUG nodes (nodes/unlearn/) in real ComfyUI, 2024-03 and 0.3.75.
 
 Apply SLUG Patch: patches made by the core on a transformers CLIPTextModel, applied to ComfyUI's own SD1
 CLIP holding the same (random, 64-wide) encoder, must condition exactly like the core-patched model;
 stacking, strength, refusals. SLUG Unlearn on the tiny world: a patch file + plot come back, and the
-patched CLIP moves the concept's prompt more than an unrelated one.
+patched CLIP moves the concept's prompt more than an unrelated one. SD SLUG (MODEL + VAE), UNet patches and
+the example workflow: test_unlearn_sd_nodes.py.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from comfy_harness import REPO_ROOT, Graph
+from comfy_harness import Graph
 from safetensors.torch import save_file
 from suite import suite_fixtures
 from test_erase_nodes import NARROW, fp16_state, random_encoder
@@ -27,7 +28,6 @@ OTHER = "a drawing of the digit 5"
 LAYERS = {"p1": "encoder.layers.1.mlp.fc1.weight", "p2": "encoder.layers.0.self_attn.v_proj.weight",
           "p3": "encoder.layers.1.mlp.fc1.weight"}  # p3 stacks on p1's layer
 TINY_TOWER = "tiny world (built in)"
-WORKFLOW = REPO_ROOT / "example_workflows" / "Unlearn a style with SLUG.json"
 
 
 def hf_text_config(config: dict) -> dict:
@@ -165,47 +165,6 @@ def unlearn_graph(world: dict, forget_count: int = 8, concept: str = "bold style
     return g.prompt()
 
 
-def attach_saver(workflow: dict, source_id: int, slot: int, key: str) -> None:
-    """Link output ``slot`` of node ``source_id`` to a new UKTestSaveValue node (UI format), to read it
-    back."""
-    source = next(n for n in workflow["nodes"] if n["id"] == source_id)
-    kind = source["outputs"][slot]["type"]
-    node_id = max(n["id"] for n in workflow["nodes"]) + 1
-    link_id = max(link[0] for link in workflow["links"]) + 1
-    workflow["nodes"].append(
-        {
-            "id": node_id,
-            "type": "UKTestSaveValue",
-            "pos": [0, 0],
-            "size": [200, 60],
-            "flags": {},
-            "order": node_id,
-            "mode": 0,
-            "outputs": [],
-            "properties": {},
-            "widgets_values": [key],
-            "inputs": [{"name": "images" if kind == "IMAGE" else "text", "type": kind, "link": link_id}],
-        }
-    )
-    source["outputs"][slot]["links"].append(link_id)
-    workflow["links"].append([link_id, source_id, slot, node_id, 0, kind])
-
-
-def workflow_graph() -> dict:
-    """The example SLUG workflow as saved, plus savers on the decodes and the patch path."""
-    workflow = json.loads(WORKFLOW.read_text())
-    titles = {n["id"]: n.get("title", "") for n in workflow["nodes"]}
-    for link in [x for x in workflow["links"] if x[5] == "LATENT" and titles[x[1]].startswith("Sample (")]:
-        tag = (
-            titles[link[1]].removeprefix("Sample (").removesuffix(")").replace(" ", "_")
-        )  # original, erased, erased_3x
-        attach_saver(workflow, link[3], 0, tag)
-    attach_saver(
-        workflow, next(n["id"] for n in workflow["nodes"] if n["type"] == "UnlearnKitSlugUnlearn"), 1, "patch"
-    )
-    return workflow
-
-
 def suite_graphs(world: dict) -> dict:
     """This module's graphs for the shared ComfyUI run (suite.py)."""
     graphs = {
@@ -219,7 +178,6 @@ def suite_graphs(world: dict) -> dict:
                   hf_tower=hf_tower_graph(world, "\n".join(f"a handwritten digit in slanted style, take {i}"
                                                            for i in range(4))),
                   retain_mismatch=hf_tower_graph(world, "only one caption"))
-    graphs["workflow"] = workflow_graph()
     return graphs
 
 
@@ -322,32 +280,3 @@ def test_slug_unlearn_with_an_hf_clip_folder_as_image_tower(comfy_run, world):
 )
 def test_slug_unlearn_bad_inputs(comfy_run, world, graph, fragment):
     comfy_run[graph].assert_failed(fragment, "ValueError")
-
-
-def test_example_workflow_erases_the_style(comfy_run):
-    """Judged by the tiny world's style and digit judges: fewer bold images, most digits still right.
-
-    Measured (0.3.75, seed 1, 16 images of "a handwritten digit 3 in bold style"): bold 16/16 originally,
-    16/16 with the patch at strength 1, 9/16 at strength 3 with 11/16 digits right.
-    """
-    r = comfy_run["workflow"].assert_ok()
-    patch = load_patch(json.loads((r.out_dir / "patch.json").read_text())["text"])
-    assert patch.concept == "bold style" and patch.layer.startswith("text_model.encoder.layers.")
-    saved = json.loads(WORKFLOW.read_text())  # its Show Text nodes show the patch file and SLUG's report
-    assert r.shown_text(saved, "Patch path") == json.loads((r.out_dir / "patch.json").read_text())["text"]
-    assert patch.layer in r.shown_text(saved, "Report")
-    from unlearnkit.tinyworld import store
-    from unlearnkit.tinyworld.styles import STYLES
-
-    style_judge, digit_judge = store.load_judge("style"), store.load_judge("digit")
-    bold, digit_ok = {}, {}
-    for tag in ("original", "erased", "erased_3x"):
-        images = (
-            torch.from_numpy(r.latent(tag)).permute(0, 3, 1, 2).float() * 2 - 1
-        )  # (B, 3, 16, 16) in [-1, 1]
-        with torch.no_grad():
-            bold[tag] = float((style_judge(images).argmax(1) == STYLES.index("bold")).float().mean())
-            digit_ok[tag] = float((digit_judge(images).argmax(1) == 3).float().mean())
-    assert bold["original"] >= 0.8, bold
-    assert bold["erased_3x"] <= bold["original"] - 0.25, bold
-    assert digit_ok["erased_3x"] >= 0.5, digit_ok

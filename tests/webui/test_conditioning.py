@@ -87,3 +87,19 @@ def test_a_slug_patch_made_on_the_loaded_encoder_is_refused_on_an_erased_one(mod
         run_edits(models, settings)
     assert torch.allclose(run_edits(models, PanelSettings(enabled=True))[0],
                           models.own(input_ids=torch.tensor([[1, 5, 7, 9, 3, 0, 0, 0]])).last_hidden_state)
+
+
+def test_a_unet_slug_patch_is_refused_by_the_panel_with_the_reason(models):
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(sample_size=4, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(8, 16),
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+                                attention_head_dim=2, norm_num_groups=4)
+    layer = next(n for n, _ in unet.named_parameters() if n.endswith("attn2.to_v.weight"))
+    patch = make_patch(unet, layer, torch.zeros_like(dict(unet.named_parameters())[layer]), "bold", 1.0,
+                       target="unet")
+    save_patch(patch, models.path / "UnlearnKit" / "slug_patches" / "u.safetensors")
+    with pytest.raises(ValueError, match="'u.safetensors' edits a UNet layer"):
+        run_edits(models, PanelSettings(enabled=True, slug_patches=("u.safetensors",)))

@@ -85,6 +85,7 @@ def patch_info(path: str) -> dict:
     _, meta = io.load_state_dict(path)
     return {
         "path": path, "id": patch.id, "concept": patch.concept, "layer": patch.layer,
+        "target": patch.target or "text",
         "shape": list(patch.delta.shape), "dtype": str(patch.delta.dtype).removeprefix("torch."),
         "step": patch.step, "bytes": Path(path).stat().st_size, "metrics": patch.metrics,
         "made_on_top_of": list(patch.made_on_top_of), "layer_sha256": patch.layer_sha256,

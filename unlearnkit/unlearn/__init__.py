@@ -9,6 +9,10 @@ A few forget image-text pairs and some retain pairs -> one gradient pass -> one 
     save_patch(patch, "elon.safetensors"); apply_patch(model, patch); remove_patch(model, patch)
     plot_layers(result.scores, result.layer)           # PIL image of importance vs alignment
 
+SD (a style in generation): ``run_sd_slug(SDModel(text_encoder, unet, alphas_cumprod), kv_batches(...),
+denoising_batches(...), metrics)`` - the text encoder's layers and the UNet's cross-attention K/V are the
+candidates; a UNet layer's patch has ``target="unet"``.
+
 Files: ``apply_patches_to_file(src, out, [patch paths])``. Baselines: ``gradient_ascent``, ``ga_ft``.
 The tiny world's SLUG task lives in ``unlearnkit.tinyworld.tasks``; the command line in ``unlearnkit.cli``.
 """
@@ -44,6 +48,8 @@ from .patches import (
     stack_signature,
 )
 from .plot import PlotStyle, plot_array, plot_layers
+from .sd_model import SDModel
+from .sd_slug import SDSlugConfig, SDSlugResult, run_sd_slug
 from .slug import SlugConfig, SlugResult, pick_search, run_slug
 from .step_search import StepSearchConfig, StepSearchResult, initial_step, search_step
 from .targets import HFClipAdapter, OpenClipAdapter
@@ -58,5 +64,5 @@ __all__ = [
     "layer_sha256", "load_patch", "make_patch", "remove_patch", "save_patch", "stack_signature", "PlotStyle",
     "plot_array", "plot_layers", "SlugConfig", "SlugResult", "pick_search", "run_slug", "StepSearchConfig",
     "StepSearchResult", "initial_step", "search_step", "HFClipAdapter", "OpenClipAdapter", "slug_delta",
-    "stepped_layer",
+    "stepped_layer", "SDModel", "SDSlugConfig", "SDSlugResult", "run_sd_slug",
 ]

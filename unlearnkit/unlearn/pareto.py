@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,9 +110,11 @@ def stack_of(name: str) -> str:
     return pos[0] if pos else ""
 
 
-def grouped_ranks(names: Sequence[str], importance: np.ndarray, alignment: np.ndarray) -> np.ndarray:
-    """Pareto ranks within each block stack (SLUG ranks the vision and the text tower's layers separately)."""
-    stacks = [stack_of(n) for n in names]
+def grouped_ranks(names: Sequence[str], importance: np.ndarray, alignment: np.ndarray,
+                  group: Callable[[str], str] = stack_of) -> np.ndarray:
+    """Pareto ranks within each group of layers, by default each block stack (SLUG ranks the vision and the
+    text tower's layers separately)."""
+    stacks = [group(n) for n in names]
     ranks = np.zeros(len(names), dtype=np.int64)
     for stack in dict.fromkeys(stacks):
         members = np.array([i for i, s in enumerate(stacks) if s == stack])
@@ -170,8 +172,10 @@ def layer_scores(
     forget_grads: Mapping[str, torch.Tensor],
     retain_grads: Mapping[str, torch.Tensor],
     weights: Mapping[str, torch.Tensor],
+    group: Callable[[str], str] = stack_of,
 ) -> LayerScores:
-    """I and A for every layer in ``forget_grads`` (in its order) and their Pareto front."""
+    """I and A for every layer in ``forget_grads`` (in its order), Pareto ranks within each ``group`` and the
+    front."""
     names = list(forget_grads)
     if not names:
         raise ValueError("forget_grads: no layers")
@@ -185,7 +189,7 @@ def layer_scores(
             raise ValueError(
                 f"layer {n!r}: importance {i} / alignment {a} is not finite (NaN gradient or weight?)"
             )
-    ranks = grouped_ranks(names, imp, ali)
+    ranks = grouped_ranks(names, imp, ali, group)
     front = np.flatnonzero(ranks == 0)
     return LayerScores(names, imp, ali, front[np.lexsort((-imp[front], ali[front]))], ranks)
 

@@ -3,7 +3,8 @@ file.
 
 The same identity rules as :mod:`.patches` hold on the file's tensors (layer matched by name or dotted
 suffix, so a patch made on ``CLIPModel`` fits ``cond_stage_model.transformer.text_model…`` in an LDM
-checkpoint; shape, block-stack signature and fp16 hash must agree). Several patches (one per concept,
+checkpoint; shape, block-stack signature and fp16 hash must agree; a UNet patch is found by content among
+the cross-attention K/V weights, in diffusers or LDM keys). Several patches (one per concept,
 made on one base) are summed in float32 and added once; the file keeps its dtype and other tensors.
 The output records the patches it holds, so applying one twice is refused with a clear message.
 """
@@ -18,49 +19,22 @@ from pathlib import Path
 import torch
 
 from .. import io
-from .patches import Patch, PatchMismatchError, layer_sha256, load_patch, stack_signature_of
+from .patch_match import PatchMismatchError, candidate_keys, fitting_key
+from .patches import Patch, load_patch
 
 logger = logging.getLogger(__name__)
 
 META_APPLIED = "unlearnkit.slug_patches"
 
 
-def _shapes(state: Mapping[str, torch.Tensor]) -> list[tuple[str, tuple[int, ...]]]:
-    return [(k, tuple(v.shape)) for k, v in state.items() if v.is_floating_point()]
-
-
-def _problem(state: Mapping[str, torch.Tensor], key: str, patch: Patch) -> str | None:
-    tensor = state[key]
-    if tuple(tensor.shape) != tuple(patch.delta.shape):
-        return f"{key!r} has shape {tuple(tensor.shape)}, the patch {tuple(patch.delta.shape)}"
-    if stack_signature_of(_shapes(state), key) != patch.stack_signature:
-        return f"the block stack around {key!r} has other layers/shapes (another architecture)"
-    if layer_sha256(tensor) != patch.layer_sha256:
-        return f"{key!r} holds other weights (hash {patch.layer_sha256[:12]} expected)"
-    return None
-
-
 def state_key(state: Mapping[str, torch.Tensor], patch: Patch) -> str:
     """The key of ``state`` the patch was made for; PatchMismatchError (naming why) otherwise."""
-    layer = patch.layer
-    keys = (
-        [layer]
-        if layer in state
-        else [k for k in state if k.endswith("." + layer) or layer.endswith("." + k)]
-    )
-    if not keys:
-        raise PatchMismatchError(f"patch {patch.concept!r}: no tensor named like {layer!r} in the file "
+    shapes = {k: tuple(v.shape) for k, v in state.items() if v.is_floating_point()}
+    names = candidate_keys(shapes, patch)
+    if not names:
+        raise PatchMismatchError(f"patch {patch.concept!r}: no tensor named like {patch.layer!r} in the file "
                                  f"(an SD2/open_clip layout? convert it with `erase convert` first)")
-    problems = {k: _problem(state, k, patch) for k in keys}
-    fits = [k for k, problem in problems.items() if problem is None]
-    if len(fits) != 1:
-        detail = (
-            f"matches several identical tensors {fits}"
-            if fits
-            else "was made for another model: " + "; ".join(problems.values())
-        )
-        raise PatchMismatchError(f"patch {patch.concept!r} {detail}")
-    return fits[0]
+    return fitting_key(shapes, names, patch, state.__getitem__)
 
 
 def applied_in(metadata: Mapping[str, str]) -> list[dict[str, str]]:

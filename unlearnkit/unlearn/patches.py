@@ -5,6 +5,8 @@ rounded to float16, plus its shape: fp32 and fp16 copies of one model match, bf1
 and ``stack_signature`` (SHA-256 of the names-relative-to-the-block-stack and shapes of every
 parameter in the layer's block stack, e.g. all of ``text_model.encoder.layers``: depth and widths).
 Applying to another model is refused: layer missing, shape mismatch, or either hash differing.
+A UNet patch (``target="unet"``: a cross-attention K/V projection) records the UNet's K/V signature
+instead and is found by content in any UNet layout (:mod:`.patch_match`).
 
 Names. The patch's layer name is matched exactly, else by dotted suffix in either direction, so a
 patch made on ``CLIPModel`` (``text_model.encoder...``) applies to a ``CLIPTextModel`` or a wrapper
@@ -27,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,13 +36,23 @@ import torch
 from torch import nn
 
 from .. import io
-from .pareto import _BLOCK
+from .patch_match import (
+    PatchMismatchError,
+    candidate_keys,
+    fitting_key,
+    layer_sha256,
+    layer_signature,
+    missing_message,
+    stack_signature_of,
+)
+from .sd_model import UNET, is_cross_attention_kv
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "unlearnkit.slug-patch"
 FORMAT_VERSION = 1
 REGISTRY = "_unlearnkit_slug_patches"
+TARGETS = ("", "unet")
 
 
 def _version() -> str:
@@ -50,31 +61,9 @@ def _version() -> str:
     return str(getattr(import_module(__package__.rpartition(".")[0]), "__version__", "unknown"))
 
 
-class PatchMismatchError(ValueError):
-    """The patch was made for another model (layer missing, other shape, other weights)."""
-
-
-def layer_sha256(weight: torch.Tensor) -> str:
-    """SHA-256 of a layer's values rounded to float16 (-0.0 counted as 0.0: hosts' weight maths may flip it),
-    and its shape."""
-    digest = hashlib.sha256(repr(tuple(weight.shape)).encode())
-    digest.update(
-        (weight.detach().to("cpu", torch.float16) + 0.0).contiguous().numpy().tobytes()
-    )  # -0.0 + 0.0 = +0.0
-    return digest.hexdigest()
-
-
 def stack_signature(model: nn.Module, name: str) -> str:
     """SHA-256 of (name relative to the block stack, shape) of every parameter in ``name``'s block stack."""
     return stack_signature_of(((n, tuple(p.shape)) for n, p in model.named_parameters()), name)
-
-
-def stack_signature_of(shapes: Iterable[tuple[str, tuple[int, ...]]], name: str) -> str:
-    """:func:`stack_signature` from (name, shape) pairs, e.g. a state dict's floating tensors."""
-    m = _BLOCK.match(name)
-    prefix = m.group(1) + "." if m else name
-    rows = sorted(f"{n[len(prefix):]}:{tuple(shape)}" for n, shape in shapes if n.startswith(prefix))
-    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -90,6 +79,7 @@ class Patch:
     metrics: dict[str, float] = field(default_factory=dict)
     made_on_top_of: tuple[str, ...] = ()
     format_version: int = FORMAT_VERSION
+    target: str = ""  # "unet": a UNet cross-attention K/V layer; "": a text encoder / CLIP layer
 
     @property
     def id(self) -> str:
@@ -140,12 +130,18 @@ def _base_weight(model: nn.Module, name: str, param: torch.Tensor) -> torch.Tens
 
 
 def make_patch(model: nn.Module, layer: str, delta: torch.Tensor, concept: str, step: float,
-               metrics: dict[str, float] | None = None, dtype: torch.dtype | None = None) -> Patch:
+               metrics: dict[str, float] | None = None, dtype: torch.dtype | None = None,
+               target: str = "") -> Patch:
     """A patch holding ``delta`` for ``layer`` of ``model`` (fingerprinted against the unpatched layer).
 
     The delta is stored in ``dtype`` (default: the layer's own dtype, so an fp16 model gets an fp16
-    patch of half the size; the model cannot hold finer changes than its dtype anyway).
+    patch of half the size; the model cannot hold finer changes than its dtype anyway). ``target="unet"``:
+    ``model`` is a UNet and ``layer`` a cross-attention K/V weight (see :mod:`.patch_match`).
     """
+    if target not in TARGETS:
+        raise ValueError(f"target: expected one of {TARGETS}, got {target!r}")
+    if target == UNET and not is_cross_attention_kv(layer):
+        raise ValueError(f"layer: {layer!r} is not a UNet cross-attention K/V projection (attn2.to_k / to_v)")
     if not concept or not concept.strip():
         raise ValueError(f"concept: expected a non-empty name, got {concept!r}")
     params = dict(model.named_parameters())
@@ -161,9 +157,11 @@ def make_patch(model: nn.Module, layer: str, delta: torch.Tensor, concept: str, 
     stored = delta.detach().to("cpu", dtype, copy=True)
     io.check_finite({layer: stored}, f"delta (as {dtype}; too large for it?)")
     applied = tuple(p.id for state in _registry(model).values() for p in state.patches)
+    shapes = [(n, tuple(p.shape)) for n, p in params.items()]
     return Patch(layer, stored, concept.strip(), float(step),
-                 layer_sha256(_base_weight(model, layer, params[layer])), stack_signature(model, layer),
-                 {k: float(v) for k, v in (metrics or {}).items()}, applied)
+                 layer_sha256(_base_weight(model, layer, params[layer])),
+                 layer_signature(shapes, layer, target),
+                 {k: float(v) for k, v in (metrics or {}).items()}, applied, target=target)
 
 
 def save_patch(patch: Patch, path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -180,6 +178,7 @@ def save_patch(patch: Patch, path: str | os.PathLike, overwrite: bool = False) -
         "made_on_top_of": json.dumps(list(patch.made_on_top_of)),
         "id": patch.id,
         "created_by": f"unlearnkit {_version()}",
+        **({"target": patch.target} if patch.target else {}),
     }
     return io.save_safetensors(path, {patch.layer: patch.delta}, metadata, overwrite=overwrite)
 
@@ -201,7 +200,7 @@ def load_patch(path: str | os.PathLike) -> Patch:
     try:
         patch = Patch(meta["layer"], tensors[meta["layer"]], meta["concept"], float(meta["step"]),
                       meta["layer_sha256"], meta["stack_signature"], json.loads(meta.get("metrics", "{}")),
-                      tuple(json.loads(meta.get("made_on_top_of", "[]"))), version)
+                      tuple(json.loads(meta.get("made_on_top_of", "[]"))), version, meta.get("target", ""))
     except (KeyError, ValueError) as exc:
         raise ValueError(f"{where}: incomplete or malformed metadata: {exc}") from exc
     if meta.get("id") and meta["id"] != patch.id:
@@ -209,41 +208,14 @@ def load_patch(path: str | os.PathLike) -> Patch:
     return patch
 
 
-def _mismatch(model: nn.Module, name: str, param: torch.Tensor, patch: Patch) -> str | None:
-    if tuple(param.shape) != tuple(patch.delta.shape):
-        return f"layer {name!r} has shape {tuple(param.shape)}, the patch {tuple(patch.delta.shape)}"
-    if stack_signature(model, name) != patch.stack_signature:
-        return f"the block stack around {name!r} has other layers/shapes (another architecture)"
-    if layer_sha256(_base_weight(model, name, param)) != patch.layer_sha256:
-        return f"layer {name!r} holds other weights (hash {patch.layer_sha256[:12]} expected)"
-    return None
-
-
 def check_patch(model: nn.Module, patch: Patch) -> str:
     """The model's name for the patch's layer; PatchMismatchError if the patch was not made for this model."""
     params = dict(model.named_parameters())
-    if patch.layer in params:
-        names = [patch.layer]
-    else:
-        names = [n for n in params if n.endswith("." + patch.layer) or patch.layer.endswith("." + n)]
+    shapes = {n: tuple(p.shape) for n, p in params.items()}
+    names = candidate_keys(shapes, patch)
     if not names:
-        import difflib
-
-        close = difflib.get_close_matches(patch.layer, list(params), n=3, cutoff=0.5)
-        raise PatchMismatchError(
-            f"patch {patch.concept!r}: layer {patch.layer!r} missing from the model; close: {close}"
-        )
-    problems = {n: _mismatch(model, n, params[n], patch) for n in names}
-    fits = [n for n, problem in problems.items() if problem is None]
-    if len(fits) > 1:
-        raise PatchMismatchError(
-            f"patch {patch.concept!r}: layer {patch.layer!r} matches several identical layers {fits}"
-        )
-    if not fits:
-        raise PatchMismatchError(
-            f"patch {patch.concept!r} was made for another model: " + "; ".join(problems.values())
-        )
-    return fits[0]
+        raise PatchMismatchError(missing_message(list(params), patch, "the model"))
+    return fitting_key(shapes, names, patch, lambda n: _base_weight(model, n, params[n]))
 
 
 def apply_patch(model: nn.Module, patch: Patch) -> str:

@@ -150,3 +150,53 @@ def _fallback(
         "SLUG step search: %s; best compromise step %.4g (forget %.4g, retain %.4g)", reason, step, f, r
     )
     return StepSearchResult(step, f, r, False, reason, baseline, history)
+
+
+def _succeeded(f: float, r: float, config: StepSearchConfig, baseline: tuple[float, float]) -> bool:
+    return f <= config.forget_target + config.forget_tolerance and r >= baseline[1] - config.retain_drop
+
+
+def refine_step(evaluate: Evaluate, result: StepSearchResult, config: StepSearchConfig,
+                margin: float = 0.0) -> StepSearchResult:
+    """Bisect [largest step that did not forget, found step] to the smallest step meeting both targets, then
+    take ``(1 + margin)`` times it if that still meets them (within ``config.max_evals`` in all).
+
+    The smallest step that forgets every search image is where the last of them flips: images not searched
+    flip at their own steps, so a small margin beyond it forgets more of them (the least edit otherwise).
+    """
+    if not result.success:
+        return result
+    done = config.forget_target + config.forget_tolerance
+    lo = max((s for s, f, _ in result.history if f > done and s < result.step), default=0.0)
+    hi, best, history = result.step, result, list(result.history)
+    budget = config.max_evals - (1 if margin > 0 else 0)
+    while len(history) + 1 < budget and (hi - lo) / hi >= config.min_relative_gap:
+        step = (lo + hi) / 2
+        f, r = _metrics(evaluate, step)
+        history.append((step, f, r))
+        if _succeeded(f, r, config, result.baseline):
+            hi, best = step, StepSearchResult(step, f, r, True, "smallest step found that forgets with "
+                                              "utility kept", result.baseline, history)
+        else:
+            lo = step
+    if margin > 0 and len(history) + 1 < config.max_evals:
+        step = best.step * (1 + margin)
+        f, r = _metrics(evaluate, step)
+        history.append((step, f, r))
+        if _succeeded(f, r, config, result.baseline):
+            best = StepSearchResult(step, f, r, True, f"smallest forgetting step x {1 + margin:g} (margin)",
+                                    result.baseline, history)
+    best.history = history
+    logger.info("SLUG step refined to %.4g (forget %.4g, retain %.4g)", best.step, best.forget_metric,
+                best.retain_metric)
+    return best
+
+
+def search_smallest_step(evaluate: Evaluate, start: float, config: StepSearchConfig | None = None,
+                         baseline: tuple[float, float] | None = None,
+                         margin: float = 0.0) -> StepSearchResult:
+    """:func:`search_step`, then :func:`refine_step` (at most ``config.max_evals`` evaluations in all)."""
+    config = config or StepSearchConfig()
+    if margin < 0:
+        raise ValueError(f"margin: expected >= 0, got {margin}")
+    return refine_step(evaluate, search_step(evaluate, start, config, False, baseline), config, margin)

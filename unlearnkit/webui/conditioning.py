@@ -46,6 +46,10 @@ def plan_edits(settings: PanelSettings, models_path: str | os.PathLike,
         signature += (settings.text_encoder, file_key(path) if path.is_file() else str(path))
     for name in settings.slug_patches:
         patch = files.get(panel_file(models_path, "slug_patches", name), load_patch, "slug")
+        if patch.target == "unet":
+            raise PatchMismatchError(f"SLUG patch {name!r} edits a UNet layer; the panel applies "
+                                     f"text-encoder patches only (write it into the checkpoint: `unlearn "
+                                     f"apply`)")
         patches.append(patch)
         signature += (patch.id,)
     return swap, patches, signature

@@ -4,7 +4,7 @@
   from an HF text-encoder safetensors file the test wrote (random weights, any size via a config json);
 - encoding with an ``after`` input (to order it after other nodes), writing the conditioning (.npy) and
   ComfyUI's token ids (.json); images from a folder of PNGs; strings, image batches and patcher state
-  written under ``$UNLEARNKIT_TEST_OUT``.
+  written under ``$UNLEARNKIT_TEST_OUT``; a MODEL's weight as ComfyUI loads it (patches applied).
 - ``UNLEARNKIT_TEST_MODEL_FOLDERS="name=path;name=path"`` adds test model folders at import, so combo
   widgets (text encoders, SLUG patches) list the test's files.
 """
@@ -179,7 +179,33 @@ class SaveValue:
         return {"ui": {"unlearnkit_test": [key]}}
 
 
+class LoadedWeight:
+    """Loads a MODEL the way sampling does (ComfyUI patches its weights in place) and writes the weight whose
+    key ends with ``name`` (.npy) and the clone's number of weight patches (.json)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "name": ("STRING", {"default": ""}),
+                             "key": ("STRING", {"default": "weight"})}}
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+    CATEGORY = CATEGORY
+
+    def save(self, model, name, key):
+        import comfy.model_management
+
+        comfy.model_management.load_models_gpu([model])
+        state = model.model.state_dict()
+        [hit] = [k for k in state if k.endswith(name)]
+        np.save(out_path(key, ".npy"), state[hit].detach().float().cpu().numpy())
+        out_path(key, ".json").write_text(json.dumps({"key": hit, "patches": len(model.patches)}))
+        return {"ui": {"unlearnkit_test": [key]}}
+
+
 NODE_CLASS_MAPPINGS = {
+    "UKTestLoadedWeight": LoadedWeight,
     "UKTestClipFromFile": ClipFromFile,
     "UKTestEncode": Encode,
     "UKTestSaveConditioning": SaveConditioning,
