@@ -95,7 +95,7 @@ def bad_graph(**kw) -> dict:
     return g.prompt()
 
 
-WORKFLOW = REPO_ROOT / "example_workflows" / "erase_style_in_graph.json"
+WORKFLOW = REPO_ROOT / "example_workflows" / "Erase a style with AdvUnlearn.json"
 
 
 def workflow_graph() -> dict:

@@ -1,5 +1,5 @@
 """SD SLUG nodes in real ComfyUI, 2024-03 and 0.3.75: UNet patches through the model patcher, SLUG Unlearn
-with a MODEL and VAE, and example_workflows/slug_erase_style.json judged.
+with a MODEL and VAE, and example_workflows/"Unlearn a style with SLUG.json" judged.
 
 Apply SLUG Patch: a UNet K/V patch made by the core on the tiny world's diffusers UNet goes on ComfyUI's MODEL
 (the weight ComfyUI loads is the core's base + delta), is refused on another UNet and without a MODEL. SLUG
@@ -23,7 +23,7 @@ from unlearnkit.unlearn import load_patch, make_patch, save_patch
 
 UNET_LAYER = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_v.weight"
 UNET_LDM = "input_blocks.3.1.transformer_blocks.0.attn2.to_v.weight"
-WORKFLOW = REPO_ROOT / "example_workflows" / "slug_erase_style.json"
+WORKFLOW = REPO_ROOT / "example_workflows" / "Unlearn a style with SLUG.json"
 HF_TOWER = "tiny_clip_sd/model.safetensors"
 
 
@@ -96,7 +96,7 @@ def attach_saver(workflow: dict, source_id: int, slot: int, key: str) -> None:
 
 
 def workflow_graph() -> dict:
-    """example_workflows/slug_erase_style.json as saved, plus savers on both decodes and the patch path."""
+    """example_workflows/"Unlearn a style with SLUG.json" as saved, plus savers on both decodes and the patch path."""
     workflow = json.loads(WORKFLOW.read_text())
     titles = {n["id"]: n.get("title", "") for n in workflow["nodes"]}
     for link in [x for x in workflow["links"] if x[5] == "LATENT" and titles[x[1]].startswith("Sample (")]:
@@ -159,6 +159,9 @@ def test_example_workflow_erases_the_style(comfy_run):
     patch = load_patch(json.loads((r.out_dir / "patch.json").read_text())["text"])
     assert patch.concept == "bold style" and patch.metrics["search_success"] == 1.0
     assert patch.layer.startswith(("encoder.layers.", "input_blocks.", "middle_block.", "output_blocks."))
+    saved = json.loads(WORKFLOW.read_text())  # its Show Text nodes show the patch file and SLUG's report
+    assert r.shown_text(saved, "Patch path") == json.loads((r.out_dir / "patch.json").read_text())["text"]
+    assert patch.layer in r.shown_text(saved, "Report")
     from unlearnkit.tinyworld.styles import STYLES
 
     style_judge, digit_judge = store.load_judge("style"), store.load_judge("digit")
