@@ -96,7 +96,7 @@ def attach_saver(workflow: dict, source_id: int, slot: int, key: str) -> None:
 
 
 def workflow_graph() -> dict:
-    """example_workflows/"Unlearn a style with SLUG.json" as saved, plus savers on both decodes and the patch path."""
+    """The example SLUG workflow as saved, plus savers on both decodes and the patch path."""
     workflow = json.loads(WORKFLOW.read_text())
     titles = {n["id"]: n.get("title", "") for n in workflow["nodes"]}
     for link in [x for x in workflow["links"] if x[5] == "LATENT" and titles[x[1]].startswith("Sample (")]:
