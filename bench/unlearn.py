@@ -12,7 +12,7 @@ measures (gradient pass, layer choice and one-step update are the same algorithm
 Baselines train every text-tower parameter with Adam until the search set's forget metric reaches
 SLUG's level, for each learning rate of a grid; the "tuned" run is the one that keeps the most retain
 accuracy on the search set (how a baseline's learning rate is chosen), and its time is compared with
-SLUG's (SLUG's time: the median of --repeats runs; each baseline run is timed once).
+SLUG's (both times: the median of --repeats runs).
 All methods search/stop on public images; held-out images are used only for the reported numbers.
 A second SLUG run on both towers (CLIP zero-shot only) is reported under "slug_both_towers".
 The ``style_*`` keys: SD SLUG erases a style in generation (bench/unlearn_style.py).
@@ -33,6 +33,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
+from unlearn_baselines import baseline_runs, held_out_zero_shot, r4, retimed, tuned  # noqa: E402
 from unlearn_style import add_style_args, style_bench  # noqa: E402
 
 from unlearnkit.tinyworld import store  # noqa: E402
@@ -42,29 +43,15 @@ from unlearnkit.tinyworld.pipeline import build_pipeline, pipeline_images  # noq
 from unlearnkit.tinyworld.tasks import Concept  # noqa: E402
 from unlearnkit.tinyworld.tasks.slug_pairs import concept_metrics, concept_pairs, tiny_adapter  # noqa: E402
 from unlearnkit.unlearn import (  # noqa: E402
-    GaFtConfig,
-    GradientAscentConfig,
     SlugConfig,
     StepSearchConfig,
     apply_patch,
-    ga_ft,
-    gradient_ascent,
     remove_patch,
     run_slug,
     save_patch,
 )
 
 log = logging.getLogger("bench.unlearn")
-
-
-def r4(x: float) -> float:
-    return round(float(x), 4)
-
-
-def held_out_zero_shot(clip, held, concept) -> dict[str, float]:
-    """(forget acc, retain acc) of CLIP zero-shot on held-out images."""
-    forget, retain = concept_metrics(tiny_adapter(clip, "both"), held, concept)()
-    return {"forget": r4(forget), "retain": r4(retain)}
 
 
 def slug_run(tower: str, concept, public, args, max_layers: int) -> tuple:
@@ -155,43 +142,6 @@ def generation(zero_shot_patch, concept, public, args) -> dict:
     }
 
 
-def baseline_runs(kind: str, concept, public, held, level: float, args) -> list[dict]:
-    """One run per learning rate: time to the forget level, search-set and held-out accuracies."""
-    runs = []
-    for lr in args.lrs:
-        clip = store.load_clip()
-        enc = tiny_adapter(clip, "text")
-        forget, retain = concept_pairs(public, concept, args.n_forget, args.n_retain, args.seed)
-        metrics = concept_metrics(enc, public, concept, limit=args.search_images, seed=args.seed)
-        common = dict(
-            lr=lr,
-            max_steps=args.max_ga_steps,
-            eval_every=args.eval_every,
-            forget_target=level,
-            progress=False,
-        )
-        start = time.perf_counter()
-        if kind == "ga":
-            res = gradient_ascent(enc, forget, metrics, GradientAscentConfig(**common))
-        else:
-            res = ga_ft(enc, forget, retain, metrics, GaFtConfig(**common, retain_weight=1.0))
-        seconds = time.perf_counter() - start
-        held_acc = held_out_zero_shot(clip, held, concept)
-        runs.append({"lr": lr, "reached": res.reached, "steps": res.steps, "seconds": round(seconds, 2),
-                     "search_forget": r4(res.forget_metric), "search_retain": r4(res.retain_metric),
-                     "forget_acc_after": held_acc["forget"], "retain_acc_after": held_acc["retain"],
-                     "params_updated": res.params_updated})
-        log.info("%s lr %g: %s", kind, lr, runs[-1])
-    return runs
-
-
-def tuned(runs: list[dict]) -> dict | None:
-    """The run that reached the forget level keeping the most search-set retain accuracy (then the
-    fastest)."""
-    reached = [r for r in runs if r["reached"]]
-    return max(reached, key=lambda r: (r["search_retain"], -r["seconds"])) if reached else None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
@@ -245,7 +195,8 @@ def run(args: argparse.Namespace) -> dict:
     gen = generation(patch, concept, public, args)
     level = result.search.forget_metric
     ga, gaft = (baseline_runs(k, concept, public, held, level, args) for k in ("ga", "gaft"))
-    ga_best, gaft_best = tuned(ga), tuned(gaft)
+    ga_best, gaft_best = (retimed(k, tuned(r), concept, public, held, level, args)
+                          for k, r in (("ga", ga), ("gaft", gaft)))
     ga_fast = min((r for r in ga if r["reached"]), key=lambda r: r["seconds"], default=None)
     clip_b, _, result_b, slug_b_s = slug_run("both", concept, public, args, args.max_layers_both)
     both_before = held_out_zero_shot(clip_b, held, concept)
