@@ -36,22 +36,28 @@ class EraseConceptNode:
             "encoder_name": ("STRING", {"default": "erased_text_encoder",
                                         "tooltip": "File name in models/text_encoders (never overwritten; "
                                                    "SDXL gets _clip_l / _clip_g files)."}),
-            "iterations": ("INT", {"default": 160, "min": 1, "max": 100000}),
+            "iterations": ("INT", {"default": 160, "min": 1, "max": 100000,
+                                   "tooltip": "Training steps (the first ones warm up without the attack)."}),
             "attack": (list(ATTACKS), {"default": "pgd", "tooltip": "pgd: AdvUnlearn; fast_at: one signed "
                                        "step per iteration (faster); none: ESD (no attack)."}),
             "layers": ("STRING", {"default": "all", "tooltip": "Trained layers: all, last:N, indices, "
                                   "final_layer_norm, embeddings (comma-separated)."}),
             "towers": (list(TOWER_CHOICES), {"default": "all", "tooltip": "SDXL: erase both text encoders "
                                              "or one (SD1.x/SD2.x have one)."}),
-            "learning_rate": ("FLOAT", {"default": 1e-3, "min": 1e-7, "max": 1.0, "step": 1e-5}),
+            "learning_rate": ("FLOAT", {"default": 1e-3, "min": 1e-7, "max": 1.0, "step": 1e-5,
+                                        "tooltip": "Adam's learning rate for the trained layers."}),
             "resolution": ("INT", {"default": 512, "min": 16, "max": 4096, "step": 8,
                                    "tooltip": "Image side the model is sampled at while training "
                                               "(tiny world: 64)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
+                             "tooltip": "Seed of every draw (noise, timesteps, attacks)."}),
         }}
 
     RETURN_TYPES = ("CLIP", "IMAGE", "STRING")
     RETURN_NAMES = ("clip", "plot", "encoder_paths")
+    OUTPUT_TOOLTIPS = ("A clone of the CLIP with the erased encoder (the input is unchanged).",
+                       "Training loss and attack strength against the iteration.",
+                       "The encoder file(s) written (Swap Text Encoder and the webui panel read them).")
     FUNCTION = "erase"
     OUTPUT_NODE = True  # it writes the encoder file: a graph of this node alone runs
     CATEGORY = CATEGORY

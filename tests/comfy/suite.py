@@ -39,13 +39,15 @@ def _module(name: str):
     return found[0] if found else importlib.import_module(name)
 
 
-def world(name: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The files module ``name``'s graphs read ({} when it builds none)."""
+def world(name: str, tmp_path_factory: pytest.TempPathFactory, engine: str) -> dict:
+    """The files module ``name``'s graphs read ({} when it builds none); one per engine when the module sets
+    ``WORLD_PER_ENGINE`` (its graphs write files there that the other engine's run must not find)."""
     name = name.rpartition(".")[2]
-    if name not in _WORLDS:
+    key = f"{name}-{engine}" if getattr(_module(name), "WORLD_PER_ENGINE", False) else name
+    if key not in _WORLDS:
         build = getattr(_module(name), "build_world", None)
-        _WORLDS[name] = build(Path(tmp_path_factory.mktemp(f"{name}_files"))) if build else {}
-    return _WORLDS[name]
+        _WORLDS[key] = build(Path(tmp_path_factory.mktemp(f"{key}_files"))) if build else {}
+    return _WORLDS[key]
 
 
 def members() -> tuple[str, ...]:
@@ -60,7 +62,7 @@ def members() -> tuple[str, ...]:
 def _run_suite(engine: str, tmp_path_factory: pytest.TempPathFactory) -> EngineRun:
     graphs, folders = {}, []
     for member in members():
-        member_world = world(member, tmp_path_factory)
+        member_world = world(member, tmp_path_factory, engine)
         folders.append(member_world.get("folders", ""))
         graphs.update(
             {f"{member}{SEPARATOR}{k}": v for k, v in _module(member).suite_graphs(member_world).items()}
@@ -90,8 +92,8 @@ def suite_fixtures(name: str):
         raise ValueError(f"{name}: add it to suite.SUITE")
 
     @pytest.fixture(scope="module", name="world")
-    def world_fixture(tmp_path_factory: pytest.TempPathFactory) -> dict:
-        return world(name, tmp_path_factory)
+    def world_fixture(comfy_engine: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+        return world(name, tmp_path_factory, comfy_engine)
 
     @pytest.fixture(scope="module", name="comfy_run")
     def comfy_run(comfy_engine: str, tmp_path_factory: pytest.TempPathFactory) -> EngineRun:

@@ -22,6 +22,7 @@ CONCEPT = "a handwritten digit in bold style"
 RETAIN = "\n".join(["a handwritten digit 3 in slanted style", "a handwritten digit 5",
                     "a handwritten digit 8 in outlined style"])
 ITERS, STOP_AT = 6, 3
+WORLD_PER_ENGINE = True  # the runs write encoders into the world's folder: each engine gets its own
 
 
 def build_world(root: Path) -> dict:
