@@ -20,6 +20,7 @@ import traceback
 from ui_workflow import is_ui_workflow, to_api_prompt  # this file's folder, before setup_engine drops it
 
 logger = logging.getLogger("unlearnkit.tests.comfy_child")
+DEVICE_ENV = "UNLEARNKIT_COMFY_DEVICE"  # "cuda": ComfyUI picks its GPU (bench/real_size.py on a CUDA machine)
 
 
 def _maybe_await(value):
@@ -49,9 +50,9 @@ def setup_engine(comfy_root: str, custom_nodes: list[str], extras: list[str]) ->
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     sys.path.insert(0, comfy_root)
-    import comfy.cli_args  # args parsing is off by default: the defaults, then CPU
+    import comfy.cli_args  # args parsing is off by default: the defaults, then CPU (unless a bench asks)
 
-    comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.cpu = os.environ.get(DEVICE_ENV, "cpu") != "cuda"
     import comfy.model_management  # noqa: F401  (reads args.cpu at import)
     import folder_paths
 
