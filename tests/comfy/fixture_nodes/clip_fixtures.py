@@ -196,14 +196,14 @@ class RealSizeClip:
     def build(self, family, dtype, seed):
         import comfy.sd
         import comfy.sd1_clip
-        import comfy.sd2_clip
         import comfy.sdxl_clip
         import comfy.supported_models_base
+        import comfy.text_encoders.sd2_clip as sd2_clip  # ComfyUI 0.3.x
 
         from . import seeded_init_
 
         kinds = {"sd1": (comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel),
-                 "sd2": (comfy.sd2_clip.SD2Tokenizer, comfy.sd2_clip.SD2ClipModel),
+                 "sd2": (sd2_clip.SD2Tokenizer, sd2_clip.SD2ClipModel),
                  "sdxl": (comfy.sdxl_clip.SDXLTokenizer, comfy.sdxl_clip.SDXLClipModel)}
         target = comfy.supported_models_base.ClipTarget(*kinds[family])
         clip = comfy.sd.CLIP(target, model_options={"dtype": self.DTYPES[dtype]})
