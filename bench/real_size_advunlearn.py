@@ -3,9 +3,9 @@
 A diffusers UNet2DConditionModel and a CLIPTextModel of SD1.5's sizes with seeded random weights, both in
 the operation's dtype, SD's DDIM schedule, SD1.x's tokenizer (built offline), 8x8 latents (64 px), DDIM
 sampling of 2 steps, one trajectory per prompt; 2 iterations, each with one PGD attack step. Check: finite
-losses, the trained encoder moved away from the original, and it keeps the dtype it was given (no silent
-upcast). ``seconds_per_iteration``: the second iteration's wall time (the first follows the trajectory
-sampling).
+losses, the trained encoder moved away from the original (a half-precision encoder trains in float32 master
+weights, the result is float32), and the UNet keeps the dtype it was given (no silent upcast).
+``seconds_per_iteration``: the second iteration's wall time (the first follows the trajectory sampling).
 """
 from __future__ import annotations
 
@@ -52,10 +52,12 @@ def run_advunlearn(dtype: str, work: Path) -> dict:
                                   on_step=lambda done: stamps.append(time.perf_counter()))
     losses = np.array(result.losses)
     dtypes = sorted({str(p.dtype) for p in result.encoder.parameters()})
+    unet_dtypes = sorted({str(p.dtype) for p in comps.unet.parameters()})
     change = moved(before, result.encoder)
     np.save(work / "losses.npy", losses)
-    ok = bool(np.isfinite(losses).all() and change > 0 and dtypes == [str(DTYPES[dtype])])
+    ok = bool(np.isfinite(losses).all() and change > 0 and dtypes == ["torch.float32"]
+              and unet_dtypes == [str(DTYPES[dtype])])
     return {"ok": ok, "seconds": result.seconds, "seconds_per_iteration": stamps[-1] - stamps[-2],
             "losses": losses.tolist(), "kept": "losses.npy", "tolerance_vs_fp32": 0.1,
             "check": f"losses {np.round(losses, 4).tolist()}, encoder moved {change:.3g}, "
-                     f"encoder weights {dtypes}"}
+                     f"trained encoder {dtypes}, UNet {unet_dtypes}"}

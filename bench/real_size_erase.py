@@ -133,7 +133,7 @@ def run_swaps(family: str, dtype: str, work: Path) -> dict:
     os.environ[FOLDERS_ENV] = f"clip={folder}"
     graphs = {entry: swap_graph(family, dtype, entry, folder / f"reference_{target}.safetensors")
               for entry, target in entries.items()}
-    run = run_graphs(ENGINE, graphs, work / "comfy")
+    run = run_graphs(ENGINE, graphs, work / "comfy", unload_between=True)
     checks = {}
     for entry, result in run.results.items():
         checks[entry] = swap_check(result) if result.success else (False, result.error_text[-300:])

@@ -3,8 +3,9 @@
     python comfy_child.py REQUEST.json RESPONSE.json
 
 REQUEST: {"comfy_root", "custom_nodes": [folders], "extras": [comfy_extras files], "out_dir",
-"graphs": {name: API prompt or UI workflow}}. RESPONSE: {"engine", "load_failures",
-"results": {name: {"success", "errors", "seconds"}}}. Fixture output nodes write files under out_dir/<name>/.
+"graphs": {name: API prompt or UI workflow}, optional "unload_between_graphs"}.
+RESPONSE: {"engine", "load_failures", "results": {name: {"success", "errors", "seconds"}}}.
+Fixture output nodes write files under out_dir/<name>/.
 """
 from __future__ import annotations
 
@@ -125,6 +126,17 @@ def run_graph(prompt: dict, name: str) -> dict:
     return {"success": success, "errors": errors, "seconds": time.perf_counter() - started}
 
 
+def unload_everything() -> None:
+    """What ComfyUI holds after a graph (loaded models, their patched weights) given back."""
+    import gc
+
+    import comfy.model_management as mm
+
+    mm.unload_all_models()
+    gc.collect()
+    mm.soft_empty_cache()
+
+
 def run_graphs(request: dict) -> dict:
     """Set the engine up once, then run every graph of the request with a fresh executor."""
     version, failures = setup_engine(
@@ -138,6 +150,8 @@ def run_graphs(request: dict) -> dict:
         except Exception:  # a harness bug, not a node error: report it against the graph
             results[name] = {"success": False, "errors": [traceback.format_exc()], "seconds": 0.0}
         logger.info("graph %s: %s", name, "ok" if results[name]["success"] else "FAILED")
+        if request.get("unload_between_graphs"):
+            unload_everything()
     return {"engine": version, "load_failures": failures, "results": results}
 
 

@@ -112,7 +112,7 @@ class Prepared:
 
 @dataclass
 class TrainResult:
-    encoder: torch.nn.Module
+    encoder: torch.nn.Module  # float32 when the given encoder was fp16 / bf16 (it trains in float32)
     losses: list[float] = field(default_factory=list)
     steps: int = 0
     seconds: float = 0.0
