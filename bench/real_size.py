@@ -41,11 +41,11 @@ class Op:
     name: str  # "<capability>.<what>.<dtype>"
     run: str  # "module:function" called as function(*args, dtype, work)
     args: tuple = ()
-    fp32_gb: float = 4.0  # about the peak resident memory it needs in fp32 (half precision: 0.6x)
+    gb: tuple[float, float] = (4.0, 3.0)  # about the peak resident memory it needs: fp32, half precision
 
     @property
     def needs_gb(self) -> float:
-        return self.fp32_gb * (1.0 if self.dtype == "fp32" else 0.6)
+        return self.gb[0] if self.dtype == "fp32" else self.gb[1]
 
     @property
     def capability(self) -> str:
@@ -63,21 +63,24 @@ def half_dtype() -> str:
 def operations() -> list[Op]:
     ops = []
     for dtype in ("fp32", half_dtype()):
-        ops += [Op(f"compose.sd15.lora4.{dtype}", "real_size_compose:run_compose", ("lora4", "sd15"), 6),
-                Op(f"compose.sdxl.lora4.{dtype}", "real_size_compose:run_compose", ("lora4", "sdxl"), 17),
-                Op(f"compose.sd15.full2.{dtype}", "real_size_compose:run_compose", ("full2", "sd15"), 9)]
+        compose = "real_size_compose:run_compose"
+        ops += [Op(f"compose.sd15.lora4.{dtype}", compose, ("lora4", "sd15"), (6, 4)),
+                Op(f"compose.sdxl.lora4.{dtype}", compose, ("lora4", "sdxl"), (20, 11)),
+                Op(f"compose.sd15.full2.{dtype}", compose, ("full2", "sd15"), (9, 5))]
         ops += [Op(f"erase.swap.{family}.{dtype}", "real_size_erase:run_swaps", (family,), gb)
-                for family, gb in (("sd1", 3), ("sd2", 6), ("sdxl", 10))]
-        ops += [Op(f"erase.advunlearn.sd15.{dtype}", "real_size_advunlearn:run_advunlearn", (), 9)]
-        ops += [Op(f"unlearn.slug.vitl.{dtype}", "real_size_unlearn:run_slug_open_clip", (), 7),
-                Op(f"unlearn.slug.sd15te.{dtype}", "real_size_unlearn:run_slug_sd15_text", (), 7),
-                Op(f"unlearn.patch.sd15te.{dtype}", "real_size_unlearn:run_patches", (), 2)]
+                for family, gb in (("sd1", (3, 2)), ("sd2", (6, 4)), ("sdxl", (12, 7)))]
+        ops += [Op(f"erase.advunlearn.sd15.{dtype}", "real_size_advunlearn:run_advunlearn", (), (8, 6))]
+        ops += [Op(f"unlearn.slug.vitl.{dtype}", "real_size_unlearn:run_slug_open_clip", (), (7, 5)),
+                Op(f"unlearn.slug.sd15te.{dtype}", "real_size_unlearn:run_slug_sd15_text", (), (7, 5)),
+                Op(f"unlearn.patch.sd15te.{dtype}", "real_size_unlearn:run_patches", (), (2, 2))]
     order = {"compose": 0, "erase": 1, "unlearn": 2}
     return sorted(ops, key=lambda op: (order[op.capability], op.name.rsplit(".", 1)[0], op.dtype != "fp32"))
 
 
 def selected(ops: list[Op], only: list[str]) -> list[Op]:
-    return [op for op in ops if not only or any(o == op.capability or o in op.name for o in only)]
+    capabilities = {op.capability for op in ops}
+    return [op for op in ops if not only or any(
+        o == op.capability if o in capabilities else o in op.name for o in only)]
 
 
 def peak_memory_gb() -> dict:
