@@ -10,33 +10,20 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
+from real_size_models import SD1_TEXT, random_text_encoder  # noqa: E402
+
 from unlearnkit import io  # noqa: E402
 from unlearnkit.textencoders import loading as te  # noqa: E402
-
-SD1 = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-           vocab_size=49408, max_position_embeddings=77)
-
-
-def random_sd1_text_encoder(seed: int) -> torch.nn.Module:
-    """Full-size CLIPTextModel with random weights (filled in one pass)."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    with torch.device("meta"):
-        model = CLIPTextModel(CLIPTextConfig(**SD1))
-    model.to_empty(device="cpu")
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            param.normal_(1.0 if "norm" in name and name.endswith("weight") else 0.0, 0.02, generator=gen)
-        model.embeddings.position_ids.copy_(torch.arange(SD1["max_position_embeddings"])[None])
-    return model.eval()
 
 
 def _timed(fn, repeats: int) -> tuple[float, object]:
@@ -53,7 +40,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    target, source = random_sd1_text_encoder(0), random_sd1_text_encoder(1)
+    target, source = random_text_encoder(SD1_TEXT, 0), random_text_encoder(SD1_TEXT, 1)
     with tempfile.TemporaryDirectory() as tmp:
         path = io.save_safetensors(os.path.join(tmp, "erased.safetensors"), source.state_dict())
         te.load_text_encoder_state(path)  # warm the page cache

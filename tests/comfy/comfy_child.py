@@ -3,8 +3,9 @@
     python comfy_child.py REQUEST.json RESPONSE.json
 
 REQUEST: {"comfy_root", "custom_nodes": [folders], "extras": [comfy_extras files], "out_dir",
-"graphs": {name: API prompt or UI workflow}}. RESPONSE: {"engine", "load_failures",
-"results": {name: {"success", "errors", "seconds"}}}. Fixture output nodes write files under out_dir/<name>/.
+"graphs": {name: API prompt or UI workflow}, optional "unload_between_graphs"}.
+RESPONSE: {"engine", "load_failures", "results": {name: {"success", "errors", "seconds"}}}.
+Fixture output nodes write files under out_dir/<name>/.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import traceback
 from ui_workflow import is_ui_workflow, to_api_prompt  # this file's folder, before setup_engine drops it
 
 logger = logging.getLogger("unlearnkit.tests.comfy_child")
+DEVICE_ENV = "UNLEARNKIT_COMFY_DEVICE"  # "cuda": ComfyUI picks its GPU (bench/real_size.py on a CUDA machine)
 
 
 def _maybe_await(value):
@@ -49,9 +51,9 @@ def setup_engine(comfy_root: str, custom_nodes: list[str], extras: list[str]) ->
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     sys.path.insert(0, comfy_root)
-    import comfy.cli_args  # args parsing is off by default: the defaults, then CPU
+    import comfy.cli_args  # args parsing is off by default: the defaults, then CPU (unless a bench asks)
 
-    comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.cpu = os.environ.get(DEVICE_ENV, "cpu") != "cuda"
     import comfy.model_management  # noqa: F401  (reads args.cpu at import)
     import folder_paths
 
@@ -135,6 +137,17 @@ def run_graph(prompt: dict, name: str) -> dict:
     return {"success": success, "errors": errors, "seconds": time.perf_counter() - started}
 
 
+def unload_everything() -> None:
+    """What ComfyUI holds after a graph (loaded models, their patched weights) given back."""
+    import gc
+
+    import comfy.model_management as mm
+
+    mm.unload_all_models()
+    gc.collect()
+    mm.soft_empty_cache()
+
+
 def run_graphs(request: dict) -> dict:
     """Set the engine up once, then run every graph of the request with a fresh executor."""
     version, failures = setup_engine(
@@ -148,6 +161,8 @@ def run_graphs(request: dict) -> dict:
         except Exception:  # a harness bug, not a node error: report it against the graph
             results[name] = {"success": False, "errors": [traceback.format_exc()], "seconds": 0.0}
         logger.info("graph %s: %s", name, "ok" if results[name]["success"] else "FAILED")
+        if request.get("unload_between_graphs"):
+            unload_everything()
     return {"engine": version, "load_failures": failures, "results": results}
 
 

@@ -216,17 +216,20 @@ def _link_custom_nodes(workdir: Path) -> list[str]:
 
 
 def run_graphs(
-    engine: str, graphs: dict[str, dict], workdir: Path, extras: Sequence[str] = EXTRAS
+    engine: str, graphs: dict[str, dict], workdir: Path, extras: Sequence[str] = EXTRAS,
+    unload_between: bool = False,
 ) -> EngineRun:
     """Run ``graphs`` (API prompts or UI workflows) in one fresh ComfyUI process of ``engine``.
 
-    ``extras``: comfy_extras node files to load besides nodes.py. Node errors never raise: each
+    ``extras``: comfy_extras node files to load besides nodes.py. ``unload_between``: every model ComfyUI
+    holds is unloaded after each graph (benches of full-size models). Node errors never raise: each
     GraphResult carries the success flag and messages; only a broken engine start raises.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     request = {"comfy_root": str(comfy_root(engine)), "custom_nodes": _link_custom_nodes(workdir),
-               "extras": list(extras), "out_dir": str(workdir / "out"), "graphs": graphs}
+               "extras": list(extras), "out_dir": str(workdir / "out"), "graphs": graphs,
+               "unload_between_graphs": unload_between}
     (workdir / "request.json").write_text(json.dumps(request))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from comfy_harness import Graph
+from real_size_models import SD1_TEXT as SD1
+from real_size_models import random_text_encoder
 from safetensors.torch import save_file
 from suite import suite_fixtures
 
 from unlearnkit.unlearn import apply_patch, make_patch, save_patch
 
 PROMPT = "a painting of a lighthouse in the style of van gogh"
-SD1 = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-       "max_position_embeddings": 77, "vocab_size": 49408, "hidden_act": "quick_gelu"}
 NARROW = {
     **SD1,
     "hidden_size": 64,
@@ -32,27 +32,6 @@ NARROW = {
 }
 SLUG_LAYER = "encoder.layers.7.mlp.fc1.weight"
 SWAPS = {"b_file": "te_b.safetensors", "b_folder": "te_b_hf/model.safetensors"}  # .pt files: tests/erase
-
-
-def random_encoder(config: dict, seed: int):
-    """A CLIPTextModel with seeded random weights, rounded to fp16 (so fp16 files hold it exactly).
-
-    Built on the meta device and filled directly: transformers' own init takes ~15 s at SD1 size here.
-    """
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    with torch.device("meta"):
-        model = CLIPTextModel(CLIPTextConfig(**config))
-    model.to_empty(device="cpu")
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(1.0 if "norm" in name and name.endswith("weight") else 0.0, 0.02, generator=gen)
-            p.copy_(p.half())
-    model.embeddings.register_buffer(
-        "position_ids", torch.arange(config["max_position_embeddings"])[None], persistent=False
-    )
-    return model.eval()
 
 
 def fp16_state(model) -> dict[str, torch.Tensor]:
@@ -69,7 +48,7 @@ def build_world(root: Path) -> dict:
     enc_dir, patch_dir = root / "clip", root / "slug_patches"
     (enc_dir / "te_b_hf").mkdir(parents=True)
     patch_dir.mkdir()
-    a, b = random_encoder(SD1, 1), random_encoder(SD1, 2)
+    a, b = random_text_encoder(SD1, 1, fp16_exact=True), random_text_encoder(SD1, 2, fp16_exact=True)
     with torch.no_grad():  # a signed zero: ComfyUI's 0*w + new makes it +0.0; patch hashes must not care
         dict(b.named_parameters())[SLUG_LAYER][0, :2] = torch.tensor([-0.0, 0.0])
     save_file(fp16_state(a), root / "te_a.safetensors")
@@ -77,7 +56,7 @@ def build_world(root: Path) -> dict:
     save_file(b_state, enc_dir / "te_b.safetensors")
     os.link(enc_dir / "te_b.safetensors", enc_dir / "te_b_hf" / "model.safetensors")
     b.config.to_json_file(enc_dir / "te_b_hf" / "config.json")
-    save_file(fp16_state(random_encoder(NARROW, 3)), enc_dir / "te_w64.safetensors")
+    save_file(fp16_state(random_text_encoder(NARROW, 3, fp16_exact=True)), enc_dir / "te_w64.safetensors")
     gen = torch.Generator().manual_seed(4)
     weight = dict(b.named_parameters())[SLUG_LAYER]
     patch = make_patch(b, SLUG_LAYER, 0.05 * torch.randn(weight.shape, generator=gen), "test concept", 1.0)

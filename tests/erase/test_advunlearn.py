@@ -1,5 +1,6 @@
 """ESD / AdvUnlearn training: it erases, the retain term holds, resume is exact, bad input is refused."""
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -108,3 +109,29 @@ def test_bad_input_is_refused_with_the_input_named(tiny_components):
         train_erased_encoder(tiny_components(width=48, cross=32), BASE, progress=False)
     with pytest.raises(ValueError, match="attack"):
         dataclasses.replace(BASE, attack="gcg")
+
+
+HALF_RUN = dataclasses.replace(BASE, attack="pgd", iterations=2, attack_steps=1, lr=1e-5, bank_size=1)
+
+
+def test_a_half_precision_unet_stays_half_and_trains_the_encoder(tiny_components):
+    """A bf16 UNet (as loaded for a GPU), a float32 encoder: x_t and conditionings are cast to the UNet."""
+    comps = tiny_components()
+    comps = dataclasses.replace(comps, unet=comps.unet.to(torch.bfloat16))
+    result = train_erased_encoder(comps, HALF_RUN, progress=False)
+    assert all(math.isfinite(v) for v in result.losses) and len(result.losses) == 2
+    assert {p.dtype for p in comps.unet.parameters()} == {torch.bfloat16}
+
+
+def test_a_half_precision_encoder_trains_in_float32(tiny_components):
+    """bf16 weights of ~0.02 cannot hold Adam's steps of 1e-5 (they round away): float32 master weights."""
+    comps = tiny_components()
+    comps = dataclasses.replace(comps, unet=comps.unet.to(torch.bfloat16),
+                                text_encoder=comps.text_encoder.to(torch.bfloat16))
+    key = next(k for k in comps.text_encoder.state_dict() if k.endswith("encoder.layers.0.mlp.fc1.weight"))
+    before = comps.text_encoder.state_dict()[key].float()
+    result = train_erased_encoder(comps, HALF_RUN, progress=False)
+    after = result.encoder.state_dict()[key]
+    assert after.dtype == torch.float32
+    assert (after != before).float().mean() > 0.5  # the steps landed
+    assert comps.text_encoder.state_dict()[key].dtype == torch.bfloat16  # the input is untouched

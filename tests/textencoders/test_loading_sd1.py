@@ -1,28 +1,15 @@
 """unlearnkit/erase/textencoder_io.py at real SD1.x size: 768 wide, 12 layers, 49408 tokens, 77 positions."""
 import pytest
 import torch
+from real_size_models import SD1_TEXT, random_text_encoder
 
 from unlearnkit import io
 from unlearnkit.textencoders import loading as te
 from unlearnkit.textencoders.layouts import from_hf
 
-SD1 = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-           vocab_size=49408, max_position_embeddings=77)
-
 
 def _sd1_model(seed):
-    """Random full-size CLIPTextModel, filled in one pass (transformers' own init takes ~3x longer)."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    with torch.device("meta"):
-        model = CLIPTextModel(CLIPTextConfig(**SD1))
-    model.to_empty(device="cpu")
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            param.normal_(1.0 if "norm" in name and name.endswith("weight") else 0.0, 0.02, generator=gen)
-        model.embeddings.position_ids.copy_(torch.arange(77)[None])
-    return model.eval()
+    return random_text_encoder(SD1_TEXT, seed)
 
 
 @pytest.fixture(scope="module")

@@ -112,7 +112,7 @@ class Prepared:
 
 @dataclass
 class TrainResult:
-    encoder: torch.nn.Module
+    encoder: torch.nn.Module  # float32 when the given encoder was fp16 / bf16 (it trains in float32)
     losses: list[float] = field(default_factory=list)
     steps: int = 0
     seconds: float = 0.0
@@ -234,6 +234,17 @@ def resume_into(folder: Path, resume: bool, trainable: dict, opt, config: EraseC
     return first, None if state["delta"] is None else state["delta"].to(device)
 
 
+def trainable_copy(encoder: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The copy that trains: float32 master weights when the given encoder is half precision (fp16 / bf16
+    cannot hold Adam's steps of lr ~1e-5 on weights of ~1e-2: they would round away without a word)."""
+    copied = copy.deepcopy(encoder).to(device)
+    half = [p.dtype for p in copied.parameters() if p.dtype in (torch.float16, torch.bfloat16)]
+    if half:
+        logger.info("erase: the text encoder is %s; it trains in float32 (the result is float32)", half[0])
+        copied = copied.float()
+    return copied
+
+
 def train_erased_encoder(comps: Components, config: EraseConfig, checkpoint_dir: str | Path | None = None,
                          checkpoint_every: int = 100, resume: bool = False, runtime: Runtime | None = None,
                          progress: bool = True, on_step: Callable[[int], None] | None = None,
@@ -243,7 +254,7 @@ def train_erased_encoder(comps: Components, config: EraseConfig, checkpoint_dir:
     start = time.perf_counter()
     runtime = runtime or Runtime()
     check_inputs(comps, config)
-    encoder = copy.deepcopy(comps.text_encoder).to(runtime.device)
+    encoder = trainable_copy(comps.text_encoder, runtime.device)
     trainable = dict(select_trainable(encoder, config.layers))  # refuses a bad spec before any sampling
     prep = prepare(comps, config, runtime.device)
     base_hash = state_sha256(encoder_state(prep.original))

@@ -57,10 +57,18 @@ class Denoiser:
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
     def out(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """UNet prediction (ε or v) (B, C, H, W) for x (B, C, H, W), t scalar or (B,), cond (B, L, W)."""
+        """UNet prediction (ε or v) (B, C, H, W) for x (B, C, H, W), t scalar or (B,), cond (B, L, W).
+
+        The UNet computes in its own dtype (a half-precision UNet stays half); the prediction comes back in
+        x's dtype, so the sampler's and the losses' arithmetic keeps x's precision."""
         t = t.to(x.device).expand(x.shape[0]) if t.dim() == 0 else t.to(x.device)
-        return self.unet(x, t, encoder_hidden_states=cond.to(x.dtype)).sample
+        dtype = self.dtype
+        return self.unet(x.to(dtype), t, encoder_hidden_states=cond.to(dtype)).sample.to(x.dtype)
 
     def guided(
         self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor

@@ -95,15 +95,17 @@ class Conditioning:
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
             "context_dim": ("INT", {"default": 32, "min": 8, "max": 1024}),
             "tokens": ("INT", {"default": 8, "min": 1, "max": 77}),
-        }}
+        }, "optional": {"pooled": ("INT", {"default": 0, "min": 0, "max": 4096})}}
 
     RETURN_TYPES = ("CONDITIONING",)
     FUNCTION = "build"
     CATEGORY = CATEGORY
 
-    def build(self, seed, context_dim, tokens):
+    def build(self, seed, context_dim, tokens, pooled=0):
+        """Seeded (1, tokens, context_dim) states; ``pooled`` > 0 adds a pooled output (SDXL reads one)."""
         gen = torch.Generator().manual_seed(seed)
-        return ([[torch.randn((1, tokens, context_dim), generator=gen), {}]],)
+        cond = torch.randn((1, tokens, context_dim), generator=gen)
+        return ([[cond, {"pooled_output": torch.randn((1, pooled), generator=gen)} if pooled else {}]],)
 
 
 class PatchModel:

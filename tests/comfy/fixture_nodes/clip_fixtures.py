@@ -201,11 +201,77 @@ class LoadedWeight:
         [hit] = [k for k in state if k.endswith(name)]
         np.save(out_path(key, ".npy"), state[hit].detach().float().cpu().numpy())
         out_path(key, ".json").write_text(json.dumps({"key": hit, "patches": len(model.patches)}))
+
+
+class RealSizeClip:
+    """ComfyUI's own SD1 (CLIP-L), SD2 (OpenCLIP-H) or SDXL (CLIP-L + OpenCLIP-G) CLIP at full size, seeded
+    random weights in ``dtype``."""
+
+    DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"family": (["sd1", "sd2", "sdxl"],), "dtype": (list(cls.DTYPES),),
+                             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    RETURN_TYPES = ("CLIP",)
+    NOT_IDEMPOTENT = True
+    FUNCTION = "build"
+    CATEGORY = CATEGORY
+
+    def build(self, family, dtype, seed):
+        import comfy.sd
+        import comfy.sd1_clip
+        import comfy.sdxl_clip
+        import comfy.supported_models_base
+        import comfy.text_encoders.sd2_clip as sd2_clip  # ComfyUI 0.3.x
+
+        from . import seeded_init_
+
+        kinds = {"sd1": (comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel),
+                 "sd2": (sd2_clip.SD2Tokenizer, sd2_clip.SD2ClipModel),
+                 "sdxl": (comfy.sdxl_clip.SDXLTokenizer, comfy.sdxl_clip.SDXLClipModel)}
+        target = comfy.supported_models_base.ClipTarget(*kinds[family])
+        clip = comfy.sd.CLIP(target, model_options={"dtype": self.DTYPES[dtype]})
+        seeded_init_(clip.cond_stage_model, seed)
+        return (clip,)
+
+
+class ClipWeightsMatch:
+    """Writes <key>.json {"compared", "missing", "max_error"}: the CLIP's weights with its patches applied (as
+    ComfyUI's CLIPSave reads them) against a reference safetensors file in its keys, cast to its dtype."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"clip": ("CLIP",), "reference": ("STRING", {"default": ""}),
+                             "key": ("STRING", {"default": "weights"}), "after": ("CONDITIONING",)}}
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "compare"
+    CATEGORY = CATEGORY
+
+    def compare(self, clip, reference, key, after):
+        import comfy.model_management as mm
+        from safetensors.torch import load_file
+
+        mm.load_models_gpu([clip.load_model()], force_patch_weights=True)
+        state = clip.cond_stage_model.state_dict()
+        errors, missing = [], []
+        for name, value in load_file(reference).items():
+            if name not in state:
+                missing.append(name)
+                continue
+            errors.append(float((state[name].float() - value.to(state[name].dtype).float()).abs().max()))
+        report = {"compared": len(errors), "missing": missing[:5], "max_error": max(errors, default=0.0)}
+        out_path(key, ".json").write_text(json.dumps(report))
         return {"ui": {"unlearnkit_test": [key]}}
 
 
 NODE_CLASS_MAPPINGS = {
     "UKTestLoadedWeight": LoadedWeight,
+    "UKTestRealSizeClip": RealSizeClip,
+    "UKTestClipWeightsMatch": ClipWeightsMatch,
     "UKTestClipFromFile": ClipFromFile,
     "UKTestEncode": Encode,
     "UKTestSaveConditioning": SaveConditioning,

@@ -103,30 +103,44 @@ class ShortOfMemory:
         return (out,)
 
 
+SDXL_UNET = {  # the unet_config ComfyUI detects for an SDXL base checkpoint
+    **SD15_UNET, "num_classes": "sequential", "adm_in_channels": 2816, "num_res_blocks": [2, 2, 2],
+    "transformer_depth": [0, 0, 2, 2, 10, 10], "channel_mult": [1, 2, 4], "transformer_depth_middle": 10,
+    "use_linear_in_transformer": True, "context_dim": 2048, "num_head_channels": 64, "num_heads": -1,
+    "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+}
+DTYPES = {"fp16": (torch.float16, torch.float32), "bf16": (torch.bfloat16, None),
+          "fp32": (torch.float32, None)}  # storage, compute (None: the storage dtype)
+
+
 class SD15Model:
-    """A ModelPatcher over an SD1.5-size BaseModel with seeded random weights stored in fp16."""
+    """A ModelPatcher over an SD1.5-size (or SDXL-size) BaseModel with seeded random weights: stored in fp16
+    and computed in fp32 (the default), or stored and computed in bf16 / fp32 (``dtype``)."""
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31})},
+                "optional": {"arch": (["sd15", "sdxl"],), "dtype": (list(DTYPES),)}}
 
     RETURN_TYPES = ("MODEL",)
     NOT_IDEMPOTENT = True
     FUNCTION = "build"
     CATEGORY = CATEGORY
 
-    def build(self, seed):
-        import comfy.model_base
+    def build(self, seed, arch="sd15", dtype="fp16"):
         import comfy.model_management as mm
         import comfy.model_patcher
         import comfy.supported_models
 
         from . import seeded_init_
 
-        config = comfy.supported_models.SD15({**SD15_UNET, "dtype": torch.float16})
-        config.set_inference_dtype(torch.float16, torch.float32)  # fp16 storage, fp32 compute on CPU
-        model = comfy.model_base.BaseModel(config, device=mm.unet_offload_device())
+        storage, compute = DTYPES[dtype]
+        family = comfy.supported_models.SDXL if arch == "sdxl" else comfy.supported_models.SD15
+        config = family({**(SDXL_UNET if arch == "sdxl" else SD15_UNET), "dtype": storage})
+        config.set_inference_dtype(storage, compute)
+        model = config.get_model({}, device=mm.unet_offload_device())
         seeded_init_(model.diffusion_model, seed)
+        model.diffusion_model.to(storage)
         return (comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
                                                  offload_device=mm.unet_offload_device()),)
 
@@ -202,7 +216,8 @@ def distinct_bytes(tensors) -> int:
 
 
 class ParameterBytes(OutputNode):
-    """Writes <key>.json {"bytes"}: distinct parameter storage a MODEL holds (after ``after`` ran)."""
+    """Writes <key>.json {"bytes", "dtypes"}: distinct parameter storage a MODEL holds (after ``after`` ran)
+    and the dtypes of its UNet's parameters."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -210,7 +225,9 @@ class ParameterBytes(OutputNode):
                 "optional": {"after": ("LATENT",)}}
 
     def write(self, model, key, after=None):
-        out_path(key, ".json").write_text(json.dumps({"bytes": distinct_bytes(held_tensors(model))}))
+        dtypes = sorted({str(p.dtype) for p in model.model.diffusion_model.parameters()})
+        out_path(key, ".json").write_text(json.dumps({"bytes": distinct_bytes(held_tensors(model)),
+                                                      "dtypes": dtypes}))
         return written(key)
 
 
