@@ -93,7 +93,7 @@ class Conditioning:
     def INPUT_TYPES(cls):
         return {"required": {
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
-            "context_dim": ("INT", {"default": 32, "min": 8, "max": 1024}),
+            "context_dim": ("INT", {"default": 32, "min": 8, "max": 4096}),
             "tokens": ("INT", {"default": 8, "min": 1, "max": 77}),
         }, "optional": {"pooled": ("INT", {"default": 0, "min": 0, "max": 4096})}}
 
