@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(op.name for op in plan))
         return 0
     root = Path(args.out).resolve()
+    root.mkdir(parents=True, exist_ok=True)
     results = []
     for op in plan:
         result = run_child(op, root / op.name)
