@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 from comfy_harness import Graph
+from real_size_models import random_text_encoder
 from safetensors.torch import save_file
 from suite import suite_fixtures
-from test_erase_nodes import NARROW, fp16_state, random_encoder
+from test_erase_nodes import NARROW, fp16_state
 
 from unlearnkit.tinyworld import store
 from unlearnkit.unlearn import apply_patch, load_patch, make_patch, save_patch
@@ -63,7 +64,7 @@ def build_world(root: Path) -> dict:
     folder."""
     patch_dir = root / "slug_patches"
     patch_dir.mkdir()
-    s, t = random_encoder(NARROW, 11), random_encoder(NARROW, 12)
+    s, t = random_text_encoder(NARROW, 11, fp16_exact=True), random_text_encoder(NARROW, 12, fp16_exact=True)
     save_file(fp16_state(s), root / "s.safetensors")
     (root / "s.json").write_text(json.dumps(hf_text_config(NARROW)))
     patches = {
