@@ -201,6 +201,7 @@ class LoadedWeight:
         [hit] = [k for k in state if k.endswith(name)]
         np.save(out_path(key, ".npy"), state[hit].detach().float().cpu().numpy())
         out_path(key, ".json").write_text(json.dumps({"key": hit, "patches": len(model.patches)}))
+        return {"ui": {"unlearnkit_test": [key]}}
 
 
 class RealSizeClip:
