@@ -30,7 +30,7 @@ from .denoise import Denoiser, SamplerConfig, TrajectoryBank
 from .distributed import Runtime
 from .erased_file import encoder_state, state_sha256
 from .esd import esd_loss, retain_loss
-from .layers import select_trainable
+from .layers import select_trainable, trainable_copy
 from .objectives import match_original
 from .prompts import check_prompts, encode_ids, encode_with_prefix, tokenize
 from .soft_attack import SoftAttackConfig, soft_prompt_attack
@@ -232,17 +232,6 @@ def resume_into(folder: Path, resume: bool, trainable: dict, opt, config: EraseC
     result.losses, result.resumed_from = list(state["losses"]), first
     result.attack_norms = list(state.get("extra", {}).get("attack_norms", [0.0] * first))
     return first, None if state["delta"] is None else state["delta"].to(device)
-
-
-def trainable_copy(encoder: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """The copy that trains: float32 master weights when the given encoder is half precision (fp16 / bf16
-    cannot hold Adam's steps of lr ~1e-5 on weights of ~1e-2: they would round away without a word)."""
-    copied = copy.deepcopy(encoder).to(device)
-    half = [p.dtype for p in copied.parameters() if p.dtype in (torch.float16, torch.bfloat16)]
-    if half:
-        logger.info("erase: the text encoder is %s; it trains in float32 (the result is float32)", half[0])
-        copied = copied.float()
-    return copied
 
 
 def train_erased_encoder(comps: Components, config: EraseConfig, checkpoint_dir: str | Path | None = None,

@@ -7,6 +7,7 @@ components: ``1`` selects ``encoder.layers.1.`` and never 10 or 11 (a bug of the
 """
 from __future__ import annotations
 
+import copy
 import logging
 import re
 
@@ -74,3 +75,14 @@ def select_trainable(encoder: torch.nn.Module, spec: str = "all") -> list[tuple[
     logger.info("training %d tensors (%d parameters) of the text encoder: %s", len(chosen),
                 sum(p.numel() for _, p in chosen), spec)
     return chosen
+
+
+def trainable_copy(encoder: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The copy that trains: float32 master weights when the given encoder is half precision (fp16 / bf16
+    cannot hold Adam's steps of lr ~1e-5 on weights of ~1e-2: they would round away without a word)."""
+    copied = copy.deepcopy(encoder).to(device)
+    half = [p.dtype for p in copied.parameters() if p.dtype in (torch.float16, torch.bfloat16)]
+    if half:
+        logger.info("erase: the text encoder is %s; it trains in float32 (the result is float32)", half[0])
+        copied = copied.float()
+    return copied
