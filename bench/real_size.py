@@ -33,7 +33,10 @@ sys.path[:0] = [str(ROOT.parent), str(ROOT), str(ROOT.parent / "tests" / "fixtur
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from real_size_schedule import TreeMemory, run_side_by_side  # noqa: E402
+
 OP_TIMEOUT_S = 1800
+MEMORY_MARGIN_GB = 1.0  # kept free beside the operations' estimated peaks
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,15 @@ class Op:
     run: str  # "module:function" called as function(*args, dtype, work)
     args: tuple = ()
     gb: tuple[float, float] = (4.0, 3.0)  # about the peak resident memory it needs: fp32, half precision
+    span: tuple[float, float] = (2.0, 2.0)  # about the minutes it takes on one CPU core: fp32, half
 
     @property
     def needs_gb(self) -> float:
         return self.gb[0] if self.dtype == "fp32" else self.gb[1]
+
+    @property
+    def minutes(self) -> float:
+        return self.span[0] if self.dtype == "fp32" else self.span[1]
 
     @property
     def capability(self) -> str:
@@ -62,17 +70,20 @@ def half_dtype() -> str:
 
 def operations() -> list[Op]:
     ops = []
-    for dtype in ("fp32", half_dtype()):
+    for dtype in ("fp32", half_dtype()):  # (GB, minutes) as measured here, for fp32 and the half dtype
         compose = "real_size_compose:run_compose"
-        ops += [Op(f"compose.sd15.lora4.{dtype}", compose, ("lora4", "sd15"), (6, 4)),
-                Op(f"compose.sdxl.lora4.{dtype}", compose, ("lora4", "sdxl"), (20, 11)),
-                Op(f"compose.sd15.full2.{dtype}", compose, ("full2", "sd15"), (9, 5))]
-        ops += [Op(f"erase.swap.{family}.{dtype}", "real_size_erase:run_swaps", (family,), gb)
-                for family, gb in (("sd1", (3, 2)), ("sd2", (6, 4)), ("sdxl", (12, 7)))]
-        ops += [Op(f"erase.advunlearn.sd15.{dtype}", "real_size_advunlearn:run_advunlearn", (), (8, 6))]
-        ops += [Op(f"unlearn.slug.vitl.{dtype}", "real_size_unlearn:run_slug_open_clip", (), (7, 5)),
-                Op(f"unlearn.slug.sd15te.{dtype}", "real_size_unlearn:run_slug_sd15_text", (), (7, 5)),
-                Op(f"unlearn.patch.sd15te.{dtype}", "real_size_unlearn:run_patches", (), (2, 2))]
+        ops += [Op(f"compose.sd15.lora4.{dtype}", compose, ("lora4", "sd15"), (6, 4), (2.2, 2.7)),
+                Op(f"compose.sdxl.lora4.{dtype}", compose, ("lora4", "sdxl"), (17, 12), (5, 8.5)),
+                Op(f"compose.sd15.full2.{dtype}", compose, ("full2", "sd15"), (8, 5), (2, 2))]
+        ops += [Op(f"erase.swap.{family}.{dtype}", "real_size_erase:run_swaps", (family,), gb, minutes)
+                for family, gb, minutes in (("sd1", (3, 2.5), (0.5, 0.8)), ("sd2", (6.5, 4), (1.5, 1.2)),
+                                            ("sdxl", (11, 7), (1.7, 2)))]
+        ops += [Op(f"erase.advunlearn.sd15.{dtype}", "real_size_advunlearn:run_advunlearn", (), (8, 6),
+                   (1.8, 0.9))]
+        ops += [Op(f"unlearn.slug.vitl.{dtype}", "real_size_unlearn:run_slug_open_clip", (), (9, 7), (1.2, 3)),
+                Op(f"unlearn.slug.sd15te.{dtype}", "real_size_unlearn:run_slug_sd15_text", (), (4.5, 3.5),
+                   (0.9, 2.5)),
+                Op(f"unlearn.patch.sd15te.{dtype}", "real_size_unlearn:run_patches", (), (2.5, 2.5), (0.2, 0.3))]
     order = {"compose": 0, "erase": 1, "unlearn": 2}
     return sorted(ops, key=lambda op: (order[op.capability], op.name.rsplit(".", 1)[0], op.dtype != "fp32"))
 
@@ -115,12 +126,13 @@ def available_gb() -> float:
     return psutil.virtual_memory().available / 2**30
 
 
-def run_child(op: Op, work: Path) -> dict:
+def run_child(op: Op, work: Path, free_gb: float) -> dict:
     """Run ``op`` in a fresh process (memory is given back in between); a crash is a failed operation.
-    An operation that needs more memory than the machine has free is skipped (listed, never hidden)."""
-    if available_gb() < op.needs_gb:
+    An operation that needs more memory than the machine had free (``free_gb``) is skipped (listed, never
+    hidden)."""
+    if free_gb < op.needs_gb:
         return {"name": op.name, "ok": None, "seconds": 0.0,
-                "check": f"skipped: needs about {op.needs_gb:.0f} GB, {available_gb():.1f} GB free here"}
+                "check": f"skipped: needs about {op.needs_gb:.0f} GB, {free_gb:.1f} GB free here"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--op", op.name, "--out", str(work)]
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -177,6 +189,12 @@ def summary(results: list[dict]) -> dict:
     return out
 
 
+def print_line(result: dict) -> None:
+    status = {True: "ok  ", False: "FAIL", None: "skip"}[result.get("ok")]
+    print(f"{result['name']:34s} {status} {result.get('seconds', 0):8.1f} s "
+          f"{result.get('peak_rss_gb') or 0:6.2f} GB  {result.get('check', '')}", flush=True)
+
+
 def rounded(value):
     if isinstance(value, float):
         return round(value, 4)
@@ -193,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", default=[], help="capabilities or operation name fragments")
     p.add_argument("--list", action="store_true", help="list the operations and exit")
     p.add_argument("--out", default="unlearnkit-out/bench-real-size")
+    p.add_argument("--jobs", type=int, default=1 if torch.cuda.is_available() else os.cpu_count(),
+                   help="operations at once (default: the CPU cores; 1 on CUDA)")
     p.add_argument("--op", help=argparse.SUPPRESS)  # internal: run one operation in this process
     args = p.parse_args(argv)
     ops = {op.name: op for op in operations()}
@@ -205,16 +225,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     root = Path(args.out).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    results = []
-    for op in plan:
-        result = run_child(op, root / op.name)
+
+    start, free_gb = time.perf_counter(), available_gb()
+    print(f"{len(plan)} operations, {args.jobs} at once, {free_gb:.1f} GB free", flush=True)
+    with TreeMemory() as memory:
+        done = run_side_by_side(plan, lambda op: run_child(op, root / op.name, free_gb), args.jobs,
+                                free_gb - MEMORY_MARGIN_GB, on_done=lambda op, r: print_line(r))
+    results = [done[op.name] for op in plan]
+    print("\nEvery operation, half precision against fp32:")
+    for result in results:
         against_fp32(result, root)
-        results.append(result)
-        status = {True: "ok  ", False: "FAIL", None: "skip"}[result.get("ok")]
-        print(f"{op.name:34s} {status} {result.get('seconds', 0):8.1f} s "
-              f"{result.get('peak_rss_gb') or 0:6.2f} GB  {result.get('check', '')}", flush=True)
-        (root / "results.json").write_text(json.dumps(rounded(results), indent=1))
-    out = rounded(summary(results))
+        print_line(result)
+    (root / "results.json").write_text(json.dumps(rounded(results), indent=1))
+    out = rounded({**summary(results), "jobs": args.jobs, "wall_minutes": (time.perf_counter() - start) / 60,
+                   "peak_rss_together_gb": memory.peak_gb})
     print(json.dumps(out) if args.json else json.dumps(out, indent=1))
     return 0
 

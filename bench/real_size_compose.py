@@ -1,8 +1,9 @@
 """Compose at real size inside ComfyUI 0.3.75 (bench/real_size.py's Compose operations).
 
 One ComfyUI process per operation, one graph (the models are built once): an SD1.5- or SDXL-size base with
-seeded random weights (fixture UKTestSD15Model) in the operation's dtype, 4 rank-16 LoRA shards of it (every
-linear of the transformer blocks, ΔW about 0.4x W) or 2 full SD1.5 checkpoints. Timing: KSampler, euler,
+seeded random weights (fixture UKTestSD15Model) in the operation's dtype, 4 rank-16 LoRA shards of it (ΔW
+about 0.4x W; on SD1.5 every linear of the transformer blocks, as kohya's scripts train them, on SDXL the
+attention layers, as diffusers' scripts do) or 2 full SD1.5 checkpoints. Timing: KSampler, euler,
 ``steps`` steps on an 8x8 latent (64 px), the base alone and the composition (evaluate fast), each twice
 (the faster counts).
 Checks, each from one Euler step σ=3 -> 0 (which returns the CFG-combined x0): every shard alone; the
@@ -33,7 +34,8 @@ ENGINE = "comfy-0.3.75"
 FOLDERS_ENV = "UNLEARNKIT_TEST_MODEL_FOLDERS"
 GATE_FILE = "real_size_gate.safetensors"
 SIGMA, CFG, BATCH = 3.0, 3.0, 2
-ARCH = {"sd15": {"context": 768, "pooled": 0}, "sdxl": {"context": 2048, "pooled": 1280}}
+ARCH = {"sd15": {"context": 768, "pooled": 0, "lora": "transformers"},
+        "sdxl": {"context": 2048, "pooled": 1280, "lora": "attention"}}
 GATES = ("static", "classifier", "density", "density-ode")
 EVERY = {"evaluate": "every-shard", "prune_eps": 0.0}
 FAST = {"evaluate": "fast", "prune_eps": 0.01, "fast_sigma": 1.0}
@@ -89,7 +91,7 @@ def shard_models(g: Graph, kind: str, arch: str, dtype: str) -> tuple[Ref, dict[
     base = g.node("UKTestSD15Model", seed=0, arch=arch, dtype=dtype)
     if kind == "lora4":
         return base, {f"l{k}": g.node("UKTestLoraModel", model=base, seed=k, rank=16, strength=LORA_STRENGTH,
-                                      coverage="transformers") for k in range(1, 5)}
+                                      coverage=ARCH[arch]["lora"]) for k in range(1, 5)}
     return base, {"f1": base, "f2": g.node("UKTestSD15Model", seed=1, arch=arch, dtype=dtype)}
 
 

@@ -3,7 +3,8 @@
 SLUG: one pass (per-layer gradients over every candidate layer, importance / alignment, the Pareto front,
 a step search of 3 evaluations on the first candidate) on open_clip's ViT-L-14 (text and image towers) and
 on a transformers CLIPModel ViT-L/14 whose text tower is SD1.5's text encoder (text tower only), seeded
-random weights in the operation's dtype, 4 forget images of one concept and 4 retain images with captions.
+random weights in the operation's dtype, 2 forget images of one concept and 2 retain images with captions
+(the minutes go to the image tower at 224 px; more images only scale them).
 Check: finite scores and step, the patch (in the model's dtype) changes its layer when applied and its
 removal gives the layer's bytes back.
 
@@ -36,7 +37,9 @@ from unlearnkit.unlearn.targets import HFClipAdapter, OpenClipAdapter  # noqa: E
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CONCEPT = "Elon Musk"
-CAPTIONS = ["a photo of a dog", "a red car on a street", "a bowl of fruit", "a mountain lake"]
+CAPTIONS = ["a photo of a dog", "a red car on a street"]
+IMAGES = len(CAPTIONS)  # per set
+SEARCH_EVALS = 3
 PATCH_LAYERS = ("encoder.layers.7.mlp.fc1.weight", "encoder.layers.3.self_attn.q_proj.weight")
 
 
@@ -44,7 +47,7 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def images(seed: int, count: int = 4) -> torch.Tensor:
+def images(seed: int, count: int = IMAGES) -> torch.Tensor:
     """Normalised (count, 3, 224, 224) image batches (smooth random fields, as CLIP sees photos)."""
     gen = torch.Generator().manual_seed(seed)
     coarse = torch.randn((count, 3, 14, 14), generator=gen)
@@ -53,7 +56,10 @@ def images(seed: int, count: int = 4) -> torch.Tensor:
 
 def slug_once(adapter, work: Path) -> dict:
     """One SLUG pass; its patch applied and removed on the model (bytes compared)."""
-    config = SlugConfig(max_layers=1, progress=False, search=StepSearchConfig(max_evals=3))
+    # random weights recognise no one, so a trained model's search would stop at once: an unreachable
+    # forget target keeps it searching for its 3 evaluations, as on a model that knows the concept
+    config = SlugConfig(max_layers=1, progress=False,
+                        search=StepSearchConfig(max_evals=SEARCH_EVALS, forget_target=-1.0))
     result = run_slug(adapter, forget=[(images(1), CONCEPT)], retain=[(images(2), CAPTIONS)], config=config)
     patch = result.to_patch(adapter, CONCEPT)
     params = dict(adapter.model.named_parameters())
@@ -65,11 +71,12 @@ def slug_once(adapter, work: Path) -> dict:
     scores = np.array([result.scores.importance, result.scores.alignment], dtype=np.float64)
     finite = bool(np.isfinite(scores).all() and np.isfinite(result.step))
     np.save(work / "forget_similarity.npy", np.array([result.similarity_before]))
-    ok = finite and changed > 0 and restored and patch.delta.dtype == before.dtype
+    evals = int(result.metrics()["search_evals"])
+    ok = finite and changed > 0 and restored and patch.delta.dtype == before.dtype and evals == SEARCH_EVALS
     return {"ok": ok, "layer": result.layer, "step": result.step, "kept": "forget_similarity.npy",
             "tolerance_vs_fp32": 0.05,
-            "evaluations": result.metrics()["search_evals"],
-            "check": f"layer {result.layer}, step {result.step:.3g}, finite {finite}, "
+            "evaluations": evals,
+            "check": f"layer {result.layer}, step {result.step:.3g} ({evals} evaluations), finite {finite}, "
                      f"patch {patch.delta.dtype} changes the layer by {changed:.3g}, "
                      f"restored exactly {restored}"}
 

@@ -33,7 +33,7 @@ class LoraModel:
         return {"required": {"model": ("MODEL",), "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
                              "rank": ("INT", {"default": 2, "min": 1, "max": 16}),
                              "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0})},
-                "optional": {"coverage": (["few", "transformers"],)}}
+                "optional": {"coverage": (["few", "transformers", "attention"],)}}
 
     RETURN_TYPES = ("MODEL",)
     NOT_IDEMPOTENT = True
@@ -42,12 +42,15 @@ class LoraModel:
 
     @classmethod
     def targets(cls, state: dict, coverage: str) -> list[str]:
-        """The test's few layers, or what an SD1.5 LoRA trains: every linear of the transformer blocks and
-        their proj_in / proj_out."""
+        """The test's few layers; what a kohya SD1.5 LoRA trains (``transformers``: every linear of the
+        transformer blocks and their proj_in / proj_out); or what diffusers' LoRA scripts train
+        (``attention``: to_q, to_k, to_v, to_out.0 of every attention layer)."""
         if coverage == "few":
             return list(cls.TARGETS)
+        wanted = {"transformers": lambda k: "transformer_blocks" in k or ".proj_" in k,
+                  "attention": lambda k: ".attn" in k and k.rsplit(".", 2)[-2] in ("to_q", "to_k", "to_v", "0")}
         keys = [k[len("diffusion_model."):-len(".weight")] for k, v in state.items()
-                if k.endswith(".weight") and v.dim() >= 2 and ("transformer_blocks" in k or ".proj_" in k)]
+                if k.endswith(".weight") and v.dim() >= 2 and wanted[coverage](k)]
         return sorted(keys)
 
     def patch(self, model, seed, rank, strength, coverage="few"):
