@@ -6,12 +6,15 @@
 Compose runs inside the real ComfyUI 0.3.75 engine (bench/real_size_compose.py), Erase's encoder swaps
 there too and its AdvUnlearn training through the core (bench/real_size_erase.py), Unlearn's SLUG through
 the core (bench/real_size_unlearn.py). Each operation runs in fp32 and in the half dtype ComfyUI would load
-on a GPU (fp16 on CUDA, bf16 on the CPU), in its own process: its seconds, its peak resident memory (the
-process and the ComfyUI child it starts; on CUDA also the most memory allocated) and its check. A
-half-precision operation's result is also compared with the fp32 one's. Small latents (8x8, 64 px) and few
-steps keep it within minutes on a CPU; the models are full size. Keys of the last line: ops, failed,
-peak_rss_gb, compose_sd15_lora4_seconds_ratio (4 LoRA shards ÷ the base alone, same steps, fp32),
-slug_vitl_seconds, advunlearn_sd15_seconds_per_iteration (fp32), and the same for the half dtype.
+on a GPU (fp16 on CUDA, bf16 on the CPU), in its own process on one thread: its seconds, its peak resident
+memory (the process and the ComfyUI child it starts; on CUDA also the most memory allocated) and its check.
+A half-precision operation's result is also compared with the fp32 one's. Small latents (8x8, 64 px) and
+few steps keep it within minutes on a CPU; the models are full size. On the CPU, operations run side by
+side, one per core, as many as the free memory holds by their measured peaks (bench/real_size_schedule.py);
+``peak_rss_together_gb`` is the most the whole process tree held at once.
+Keys of the last line: ops, failed, skipped, peak_rss_gb (the largest operation), peak_rss_together_gb,
+wall_minutes, compose_sd15_lora4_seconds_ratio (4 LoRA shards ÷ the base alone, same steps, fp32), the same
+for SDXL, slug_vitl_seconds, advunlearn_sd15_seconds_per_iteration (fp32), and the same for the half dtype.
 """
 from __future__ import annotations
 
@@ -32,10 +35,10 @@ sys.path[:0] = [str(ROOT.parent), str(ROOT), str(ROOT.parent / "tests" / "fixtur
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from real_size_schedule import TreeMemory, run_side_by_side  # noqa: E402
 
 OP_TIMEOUT_S = 1800
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".bin", ".ckpt")
 MEMORY_MARGIN_GB = 1.0  # kept free beside the operations' estimated peaks
 
 
@@ -68,22 +71,25 @@ def half_dtype() -> str:
     return "fp16" if torch.cuda.is_available() else "bf16"
 
 
+COMPOSE, SWAP = "real_size_compose:run_compose", "real_size_erase:run_swaps"
+SLUG = "real_size_unlearn:run_slug_"
+OPERATIONS = [  # name, "module:function", its first arguments, (GB, minutes) as measured here: (fp32, half)
+    ("compose.sd15.lora4", COMPOSE, ("lora4", "sd15"), (6, 3.5), (1.6, 1.7)),
+    ("compose.sdxl.lora4", COMPOSE, ("lora4", "sdxl"), (16.5, 9), (4.6, 8.2)),
+    ("compose.sd15.full2", COMPOSE, ("full2", "sd15"), (8, 4.5), (1.5, 1.2)),
+    ("erase.swap.sd1", SWAP, ("sd1",), (3, 2.5), (0.5, 0.8)),
+    ("erase.swap.sd2", SWAP, ("sd2",), (6, 4), (1.1, 1.5)),
+    ("erase.swap.sdxl", SWAP, ("sdxl",), (11, 7), (2.1, 2)),
+    ("erase.advunlearn.sd15", "real_size_advunlearn:run_advunlearn", (), (8, 5.5), (0.8, 0.9)),
+    ("unlearn.slug.vitl", SLUG + "open_clip", (), (9, 7.5), (1.2, 3.5)),
+    ("unlearn.slug.sd15te", SLUG + "sd15_text", (), (4.5, 3.5), (0.9, 2.1)),
+    ("unlearn.patch.sd15te", "real_size_unlearn:run_patches", (), (2, 2), (0.2, 0.3)),
+]
+
+
 def operations() -> list[Op]:
-    ops = []
-    for dtype in ("fp32", half_dtype()):  # (GB, minutes) as measured here, for fp32 and the half dtype
-        compose = "real_size_compose:run_compose"
-        ops += [Op(f"compose.sd15.lora4.{dtype}", compose, ("lora4", "sd15"), (6, 4), (2.2, 2.7)),
-                Op(f"compose.sdxl.lora4.{dtype}", compose, ("lora4", "sdxl"), (17, 12), (5, 8.5)),
-                Op(f"compose.sd15.full2.{dtype}", compose, ("full2", "sd15"), (8, 5), (2, 2))]
-        ops += [Op(f"erase.swap.{family}.{dtype}", "real_size_erase:run_swaps", (family,), gb, minutes)
-                for family, gb, minutes in (("sd1", (3, 2.5), (0.5, 0.8)), ("sd2", (6.5, 4), (1.5, 1.2)),
-                                            ("sdxl", (11, 7), (1.7, 2)))]
-        ops += [Op(f"erase.advunlearn.sd15.{dtype}", "real_size_advunlearn:run_advunlearn", (), (8, 6),
-                   (1.8, 0.9))]
-        ops += [Op(f"unlearn.slug.vitl.{dtype}", "real_size_unlearn:run_slug_open_clip", (), (9, 7), (1.2, 3)),
-                Op(f"unlearn.slug.sd15te.{dtype}", "real_size_unlearn:run_slug_sd15_text", (), (4.5, 3.5),
-                   (0.9, 2.5)),
-                Op(f"unlearn.patch.sd15te.{dtype}", "real_size_unlearn:run_patches", (), (2.5, 2.5), (0.2, 0.3))]
+    ops = [Op(f"{name}.{dtype}", run, args, gb, minutes)
+           for dtype in ("fp32", half_dtype()) for name, run, args, gb, minutes in OPERATIONS]
     order = {"compose": 0, "erase": 1, "unlearn": 2}
     return sorted(ops, key=lambda op: (order[op.capability], op.name.rsplit(".", 1)[0], op.dtype != "fp32"))
 
@@ -142,6 +148,8 @@ def run_child(op: Op, work: Path, free_gb: float) -> dict:
     except subprocess.TimeoutExpired:
         return {"name": op.name, "ok": False, "check": f"timed out after {OP_TIMEOUT_S} s",
                 "seconds": time.perf_counter() - start}
+    finally:
+        drop_weight_files(work)
     (work / "op.log").write_text(proc.stdout + proc.stderr)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -149,6 +157,13 @@ def run_child(op: Op, work: Path, free_gb: float) -> dict:
         return {"name": op.name, "ok": False, "seconds": time.perf_counter() - start,
                 "check": f"crashed (exit {proc.returncode}): {tail[-600:]}"}
     return json.loads(lines[-1])
+
+
+def drop_weight_files(work: Path) -> None:
+    """Delete the weight files an operation wrote (GBs each at this size); its logs and kept arrays stay."""
+    for path in work.rglob("*"):
+        if path.is_file() and path.suffix in WEIGHT_SUFFIXES:
+            path.unlink()
 
 
 def against_fp32(result: dict, work_root: Path) -> None:

@@ -7,6 +7,7 @@ so the patch applies to SD's ``CLIPTextModel`` (names are matched by suffix, see
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,17 +24,32 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-class OpenClipAdapter(ClipAdapter):
-    """open_clip ``CLIP`` / ``CustomTextCLIP``: ``model.encode_image`` / ``model.encode_text``."""
+class _TokenizingAdapter(ClipAdapter):
+    """A library's CLIP model with a tokenizer of the caller's (strings -> (B, L) ids) or open_clip's CLIP BPE
+    tokenizer at the model's context length."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        tower: str = "both",
-        tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None,
-    ):
+    def __init__(self, model: nn.Module, tower: str = "both",
+                 tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None) -> None:
         super().__init__(model, tower)
         self._tokenizer = tokenizer
+
+    @abstractmethod
+    def context_length(self) -> int: ...
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        if self._tokenizer is not None:
+            return self._tokenizer(list(texts))
+        import open_clip
+
+        return open_clip.tokenize(list(texts), context_length=self.context_length())
+
+
+class OpenClipAdapter(_TokenizingAdapter):
+    """open_clip ``CLIP`` / ``CustomTextCLIP``: ``model.encode_image`` / ``model.encode_text``."""
+
+    def __init__(self, model: nn.Module, tower: str = "both",
+                 tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None) -> None:
+        super().__init__(model, tower, tokenizer)
         mean = getattr(model.visual, "image_mean", None)
         std = getattr(model.visual, "image_std", None)
         if mean is not None and std is not None:
@@ -52,32 +68,23 @@ class OpenClipAdapter(ClipAdapter):
     def logit_scale(self) -> torch.Tensor:
         return self.model.logit_scale.exp()
 
-    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        if self._tokenizer is not None:
-            return self._tokenizer(list(texts))
-        import open_clip
-
-        return open_clip.tokenize(list(texts), context_length=int(self.model.context_length))
+    def context_length(self) -> int:
+        return int(self.model.context_length)
 
     def in_image_tower(self, name: str) -> bool:
         return name.startswith("visual.")
 
 
-class HFClipAdapter(ClipAdapter):
+class HFClipAdapter(_TokenizingAdapter):
     """transformers ``CLIPModel``: ``get_image_features`` / ``get_text_features``.
 
     ``tokenizer`` maps strings to (B, L) ids; the default is open_clip's CLIP BPE tokenizer
     (offline; same ids as ``CLIPTokenizer`` on ordinary prompts) at the model's context length.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        tower: str = "both",
-        tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None,
-    ):
-        super().__init__(model, tower)
-        self._tokenizer = tokenizer
+    def __init__(self, model: nn.Module, tower: str = "both",
+                 tokenizer: Callable[[Sequence[str]], torch.Tensor] | None = None) -> None:
+        super().__init__(model, tower, tokenizer)
         text_cfg = model.config.text_config
         specials = {getattr(text_cfg, k, None) for k in ("pad_token_id", "bos_token_id", "eos_token_id")}
         # pad id 1 in the HF config is a placeholder; real CLIP prompts are padded with 0 or <end>
@@ -101,13 +108,8 @@ class HFClipAdapter(ClipAdapter):
     def logit_scale(self) -> torch.Tensor:
         return self.model.logit_scale.exp()
 
-    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        if self._tokenizer is not None:
-            return self._tokenizer(list(texts))
-        import open_clip
-
-        length = int(self.model.config.text_config.max_position_embeddings)
-        return open_clip.tokenize(list(texts), context_length=length)
+    def context_length(self) -> int:
+        return int(self.model.config.text_config.max_position_embeddings)
 
     def in_image_tower(self, name: str) -> bool:
         return name.startswith(("vision_model.", "visual_projection."))

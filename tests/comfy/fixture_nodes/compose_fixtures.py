@@ -47,8 +47,9 @@ class LoraModel:
         (``attention``: to_q, to_k, to_v, to_out.0 of every attention layer)."""
         if coverage == "few":
             return list(cls.TARGETS)
+        attention = ("to_q", "to_k", "to_v", "0")  # 0: to_out.0
         wanted = {"transformers": lambda k: "transformer_blocks" in k or ".proj_" in k,
-                  "attention": lambda k: ".attn" in k and k.rsplit(".", 2)[-2] in ("to_q", "to_k", "to_v", "0")}
+                  "attention": lambda k: ".attn" in k and k.rsplit(".", 2)[-2] in attention}
         keys = [k[len("diffusion_model."):-len(".weight")] for k, v in state.items()
                 if k.endswith(".weight") and v.dim() >= 2 and wanted[coverage](k)]
         return sorted(keys)
