@@ -96,8 +96,8 @@ def fid_8split(te, vae, judges, real, k: int, steps: int, gate_steps: int, out_d
 
 def forgetting(retrain_probe_steps: int) -> dict:
     """Dropping a shard vs retraining the paragon (or one shard) without that source."""
-    from unlearnkit.tinyworld.train import unet_inputs
-    from unlearnkit.tinyworld.trainers import train_unet
+    from unlearnkit.tinyworld.loops import train_unet
+    from unlearnkit.tinyworld.stages import unet_inputs
 
     paths = {n: store.unet_path(f"split/{n}") for n in shard_names("split")}
     shard_set = ShardSet(tuple(Shard(n, store.load_unet(f"split/{n}"), source=str(path),
