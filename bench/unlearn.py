@@ -179,6 +179,31 @@ def main() -> None:
     print(json.dumps(out))
 
 
+def baselines(concept: Concept, public, held, level: float, slug_s: float, args: argparse.Namespace) -> dict:
+    """Gradient ascent (and GA + fine-tuning) to SLUG's forget level: their runs, best runs, and SLUG's
+    speed-up over each."""
+    ga, gaft = (baseline_runs(k, concept, public, held, level, args) for k in ("ga", "gaft"))
+    ga_best, gaft_best = (retimed(k, tuned(r), concept, public, held, level, args)
+                          for k, r in (("ga", ga), ("gaft", gaft)))
+    ga_fast = min((r for r in ga if r["reached"]), key=lambda r: r["seconds"], default=None)
+    speed = lambda r: round(r["seconds"] / slug_s, 1) if r else None  # noqa: E731
+    return {"speedup_vs_ga": speed(ga_best), "speedup_vs_ga_fastest": speed(ga_fast),
+            "speedup_vs_gaft": speed(gaft_best), "ga": ga_best, "gaft": gaft_best, "ga_runs": ga,
+            "gaft_runs": gaft}
+
+
+def both_towers(concept: Concept, public, held, args: argparse.Namespace) -> dict:
+    """SLUG over the layers of both towers: the layer it edits and held-out zero-shot before / after."""
+    clip, _, result, seconds = slug_run("both", concept, public, args, args.max_layers_both)
+    before = held_out_zero_shot(clip, held, concept)
+    apply_patch(clip, result.to_patch(tiny_adapter(clip, "both"), concept.name))
+    after = held_out_zero_shot(clip, held, concept)
+    return {"layer": result.layer, "success": result.search.success,
+            "forget_acc_before": before["forget"], "forget_acc_after": after["forget"],
+            "retain_acc_before": before["retain"], "retain_acc_after": after["retain"],
+            "layers_tried": len(result.tried), "slug_seconds": round(seconds, 2)}
+
+
 def run(args: argparse.Namespace) -> dict:
     wall = time.perf_counter()
     concept = Concept.parse(args.concept)
@@ -192,18 +217,7 @@ def run(args: argparse.Namespace) -> dict:
     apply_patch(clip, patch)
     after = held_out_zero_shot(clip, held, concept)
     remove_patch(clip, patch)
-    gen = generation(patch, concept, public, args)
     level = result.search.forget_metric
-    ga, gaft = (baseline_runs(k, concept, public, held, level, args) for k in ("ga", "gaft"))
-    ga_best, gaft_best = (retimed(k, tuned(r), concept, public, held, level, args)
-                          for k, r in (("ga", ga), ("gaft", gaft)))
-    ga_fast = min((r for r in ga if r["reached"]), key=lambda r: r["seconds"], default=None)
-    clip_b, _, result_b, slug_b_s = slug_run("both", concept, public, args, args.max_layers_both)
-    both_before = held_out_zero_shot(clip_b, held, concept)
-    both_patch = result_b.to_patch(tiny_adapter(clip_b, "both"), concept.name)
-    apply_patch(clip_b, both_patch)
-    both_after = held_out_zero_shot(clip_b, held, concept)
-    speed = lambda r: round(r["seconds"] / slug_s, 1) if r else None  # noqa: E731
     return {
         "bench": "unlearn",
         "concept": concept.spec,
@@ -218,33 +232,17 @@ def run(args: argparse.Namespace) -> dict:
         "forget_acc_after": after["forget"],
         "retain_acc_before": before["retain"],
         "retain_acc_after": after["retain"],
-        "generation": gen,
+        "generation": generation(patch, concept, public, args),
         "slug_seconds": round(slug_s, 2),
         "slug_seconds_runs": [round(r[3], 2) for r in runs],
-        "speedup_vs_ga": speed(ga_best),
-        "speedup_vs_ga_fastest": speed(ga_fast),
-        "speedup_vs_gaft": speed(gaft_best),
+        **baselines(concept, public, held, level, slug_s, args),
         **patch_sizes(patch),
-        "ga": ga_best,
-        "gaft": gaft_best,
-        "ga_runs": ga,
-        "gaft_runs": gaft,
         "forget_level": r4(level),
-        "slug_both_towers": {
-            "layer": result_b.layer,
-            "success": result_b.search.success,
-            "forget_acc_before": both_before["forget"],
-            "forget_acc_after": both_after["forget"],
-            "retain_acc_before": both_before["retain"],
-            "retain_acc_after": both_after["retain"],
-            "layers_tried": len(result_b.tried),
-            "slug_seconds": round(slug_b_s, 2),
-        },
+        "slug_both_towers": both_towers(concept, public, held, args),
         **({} if args.skip_style else style_bench(args)),
         "threads": torch.get_num_threads(),
         "bench_seconds": round(time.perf_counter() - wall, 1),
     }
-
 
 if __name__ == "__main__":
     main()
