@@ -11,7 +11,8 @@ memory (the process and the ComfyUI child it starts; on CUDA also the most memor
 A half-precision operation's result is also compared with the fp32 one's. Small latents (8x8, 64 px) and
 few steps keep it within minutes on a CPU; the models are full size. On the CPU, operations run side by
 side, one per core, as many as the free memory holds by their measured peaks (bench/real_size_schedule.py);
-``peak_rss_together_gb`` is the most the whole process tree held at once.
+``peak_rss_together_gb`` is the most the whole process tree held at once (summed per process, so pages they
+share count more than once), ``machine_peak_used_gb`` the most memory the machine had in use.
 Keys of the last line: ops, failed, skipped, peak_rss_gb (the largest operation), peak_rss_together_gb,
 wall_minutes, compose_sd15_lora4_seconds_ratio (4 LoRA shards ÷ the base alone, same steps, fp32), the same
 for SDXL, slug_vitl_seconds, advunlearn_sd15_seconds_per_iteration (fp32), and the same for the half dtype.
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print_line(result)
     (root / "results.json").write_text(json.dumps(rounded(results), indent=1))
     out = rounded({**summary(results), "jobs": args.jobs, "wall_minutes": (time.perf_counter() - start) / 60,
-                   "peak_rss_together_gb": memory.peak_gb})
+                   "peak_rss_together_gb": memory.peak_gb, "machine_peak_used_gb": memory.machine_peak_gb})
     print(json.dumps(out) if args.json else json.dumps(out, indent=1))
     return 0
 

@@ -16,12 +16,19 @@ import psutil
 
 
 class TreeMemory(threading.Thread):
-    """Samples the resident memory of this process and all its descendants; ``peak_gb`` is the largest sum."""
+    """Samples the resident memory of this process and all its descendants: ``peak_gb`` is the largest sum
+    (an upper bound: pages the processes share count once per process); ``machine_peak_gb`` is the most
+    memory the machine had in use (total − available), whatever used it."""
 
     def __init__(self, every_s: float = 0.5) -> None:
         super().__init__(daemon=True)
-        self.every_s, self.peak_gb = every_s, 0.0
+        self.every_s, self.peak_gb, self.machine_peak_gb = every_s, 0.0, 0.0
         self._finished = threading.Event()
+
+    @staticmethod
+    def machine_gb() -> float:
+        vm = psutil.virtual_memory()
+        return (vm.total - vm.available) / 2**30
 
     def tree_gb(self) -> float:
         me = psutil.Process()
@@ -36,6 +43,7 @@ class TreeMemory(threading.Thread):
     def run(self) -> None:
         while not self._finished.wait(self.every_s):
             self.peak_gb = max(self.peak_gb, self.tree_gb())
+            self.machine_peak_gb = max(self.machine_peak_gb, self.machine_gb())
 
     def __enter__(self) -> TreeMemory:
         self.start()

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from real_size_schedule import TreeMemory, next_fitting, run_side_by_side  # noqa: E402
@@ -54,3 +56,4 @@ def test_tree_memory_sees_this_process():
     with TreeMemory(every_s=0.01) as memory:
         time.sleep(0.1)
     assert 0.01 < memory.peak_gb < 1000
+    assert 0 < memory.machine_peak_gb <= psutil.virtual_memory().total / 2**30
