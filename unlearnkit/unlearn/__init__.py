@@ -14,7 +14,6 @@ denoising_batches(...), metrics)`` - the text encoder's layers and the UNet's cr
 candidates; a UNet layer's patch has ``target="unet"``.
 
 Files: ``apply_patches_to_file(src, out, [patch paths])``. Baselines: ``gradient_ascent``, ``ga_ft``.
-The tiny world's SLUG task lives in ``unlearnkit.tinyworld.tasks``; the command line in ``unlearnkit.cli``.
 """
 from .adapter import ClipAdapter, EncoderPair, Encoders, candidate_layers
 from .evaluation import class_metrics, forget_similarity, make_evaluator, prepare_pairs, zero_shot_metrics
