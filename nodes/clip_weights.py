@@ -104,3 +104,15 @@ def hf_encoder_state(weights: Mapping[str, torch.Tensor], layout: Layout) -> dic
     """The encoder's tensors of a ComfyUI CLIP state dict under canonical HF keys (``encoder.layers.0…``)."""
     return to_hf(weights, layout.prefix, "clip")[0]
 
+
+
+def prompt_token_ids(clip: Any, text: str, tower: str | None = None) -> list[list[int]]:
+    """The ids of each 77-token chunk of ``text`` from the CLIP's own tokenizer (the ids SD sees; prompt
+    weights are dropped), for ``tower`` ("l", "h", "g") or its first; a textual-inversion embedding in the
+    first chunk (the one both loops read) has no ids and is refused."""
+    chunks = clip.tokenize(text)
+    chunks = chunks.get(tower) or next(iter(chunks.values()))
+    rows = [[t[0] for t in chunk] for chunk in chunks]
+    if not all(isinstance(i, int) for i in rows[0]):
+        raise ValueError(f"prompt {text!r}: holds a textual-inversion embedding; use plain words")
+    return rows

@@ -15,7 +15,7 @@ import torch
 
 from ...unlearnkit.erase.sd_text import SDTextEncoder, TowerOutput
 from ...unlearnkit.textencoders import Layout, build_text_encoder
-from ..clip_weights import effective_weights, encoder_dims, hf_encoder_state, text_encoders
+from ..clip_weights import effective_weights, encoder_dims, hf_encoder_state, prompt_token_ids, text_encoders
 
 TOWER_CHOICES = ("all", "clip_l", "clip_g")  # which SDXL towers train ("all": both)
 END_ID = 49407
@@ -95,12 +95,7 @@ class ComfyTokenizer:
         self.pad_token_id = int(first[-1])  # CLIP-L pads with the end token, OpenCLIP-H with 0
 
     def ids(self, text: str) -> list[list[int]]:
-        chunks = self.clip.tokenize(text)
-        chunks = chunks.get("l") or next(iter(chunks.values()))
-        rows = [[t[0] for t in chunk] for chunk in chunks]
-        if not all(isinstance(i, int) for i in rows[0]):
-            raise ValueError(f"prompt {text!r}: holds a textual-inversion embedding; use plain words")
-        return rows
+        return prompt_token_ids(self.clip, text, "l")
 
     def __call__(self, prompts, padding="max_length", max_length=None, truncation=True, return_tensors="pt"):
         rows = [self.ids(p)[0][: self.model_max_length] for p in prompts]

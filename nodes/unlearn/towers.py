@@ -23,7 +23,7 @@ from ...unlearnkit.unlearn import EncoderPair
 from ...unlearnkit.unlearn.adapter import ClipAdapter
 from ...unlearnkit.unlearn.evaluation import class_metrics, zero_shot_metrics
 from ...unlearnkit.unlearn.targets import HFClipAdapter, load_hf_clip
-from ..clip_weights import effective_weights, encoder_dims, hf_encoder_state, text_encoders
+from ..clip_weights import effective_weights, encoder_dims, hf_encoder_state, prompt_token_ids, text_encoders
 
 logger = logging.getLogger(__name__)
 
@@ -188,18 +188,12 @@ def comfy_tokenizer(clip: Any, layout: Layout) -> Callable[[Sequence[str]], torc
     def tokenize(texts: Sequence[str]) -> torch.Tensor:
         rows = []
         for text in texts:
-            chunks = clip.tokenize(text)
-            chunks = chunks.get(name) or next(iter(chunks.values()))
+            chunks = prompt_token_ids(clip, text, name)
             if len(chunks) > 1:
                 logger.warning(
                     "SLUG: %r is longer than %d tokens; only its first chunk is used", text, MAX_TOKENS
                 )
-            ids = [t[0] for t in chunks[0]]
-            if not all(isinstance(i, int) for i in ids):
-                raise ValueError(
-                    f"text {text!r}: holds a textual-inversion embedding; SLUG needs plain words"
-                )
-            rows.append(ids)
+            rows.append(chunks[0])
         return torch.tensor(rows, dtype=torch.long)
 
     return tokenize
